@@ -1,0 +1,172 @@
+"""Command line: ``densebox train|test|infer|quickstart``; tools/*.py call the same functions."""
+import argparse
+import os
+import os.path as osp
+import sys
+from typing import List, Optional
+
+
+def _add_cfg_options(parser: argparse.ArgumentParser) -> None:
+    from mmengine.config import DictAction
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
+                        help='override config entries, e.g. train_dataloader.batch_size=8 '
+                             "optim_wrapper.optimizer.lr=0.01 'model.bbox_head.num_classes=3'")
+
+
+def _load_config(path: str, cfg_options: Optional[dict], work_dir: Optional[str]):
+    from mmengine.config import Config
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config file {path} does not exist')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
+    return cfg
+
+
+def _build_runner(cfg):
+    from mmengine.runner import Runner
+
+    from densebox.registry import register_all_modules
+    register_all_modules()
+    return Runner.from_cfg(cfg)
+
+
+# --------------------------------------------------------------------------- train
+def train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='densebox train', description='Train a model from a config.')
+    p.add_argument('config', help='config file, e.g. configs/ssd300_voc.py')
+    p.add_argument('--work-dir', help='where logs and checkpoints go '
+                                      '(default: work_dirs/<config name>)')
+    p.add_argument('--resume', nargs='?', type=str, const='auto',
+                   help='resume from this checkpoint, or, without a value, from the latest '
+                        'checkpoint in the work dir')
+    p.add_argument('--amp', action='store_true', help='mixed precision training')
+    p.add_argument('--auto-scale-lr', action='store_true',
+                   help='scale the learning rate with the total batch size')
+    _add_cfg_options(p)
+    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return p
+
+
+def train_main(argv: Optional[List[str]] = None):
+    args = train_parser().parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    cfg = _load_config(args.config, args.cfg_options, args.work_dir)
+    cfg.launcher = args.launcher
+    if args.amp:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
+            raise KeyError(f'{args.config} has no auto_scale_lr.base_batch_size, which '
+                           '--auto-scale-lr needs')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        if not osp.isfile(args.resume):
+            raise FileNotFoundError(f'--resume checkpoint {args.resume} does not exist')
+        cfg.resume = True
+        cfg.load_from = args.resume
+    runner = _build_runner(cfg)
+    runner.train()
+    return runner
+
+
+# ---------------------------------------------------------------------------- test
+def test_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='densebox test', description='Evaluate a checkpoint.')
+    p.add_argument('config')
+    p.add_argument('checkpoint')
+    p.add_argument('--work-dir')
+    p.add_argument('--out', help='write the predictions to this JSON file')
+    p.add_argument('--show-dir', help='draw the predictions into this folder '
+                                      '(relative to the work dir unless absolute)')
+    p.add_argument('--score-thr', type=float, default=0.3, help='score threshold for --show-dir')
+    _add_cfg_options(p)
+    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return p
+
+
+def test_main(argv: Optional[List[str]] = None) -> dict:
+    args = test_parser().parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
+    cfg = _load_config(args.config, args.cfg_options, args.work_dir)
+    cfg.launcher = args.launcher
+    cfg.load_from = args.checkpoint
+    if args.out is not None:
+        evaluators = cfg.test_evaluator
+        evaluators = list(evaluators) if isinstance(evaluators, (list, tuple)) else [evaluators]
+        evaluators.append(dict(type='DumpPredictions', out_file=args.out))
+        cfg.test_evaluator = evaluators
+    if args.show_dir is not None:
+        cfg.default_hooks.visualization = dict(type='DrawPredictionsHook', out_dir=args.show_dir,
+                                               score_thr=args.score_thr)
+    runner = _build_runner(cfg)
+    return runner.test()
+
+
+# ---------------------------------------------------------------------- quickstart
+def quickstart_main(argv: Optional[List[str]] = None) -> dict:
+    """Generate the shapes data if missing, train the quickstart SSD, and evaluate it."""
+    p = argparse.ArgumentParser(prog='densebox quickstart',
+                                description='Train and evaluate a small SSD on the built-in '
+                                            'synthetic shapes data set (no download).')
+    p.add_argument('--config', default=None, help='default: configs/quickstart_ssd_shapes.py')
+    p.add_argument('--work-dir', default='work_dirs/quickstart_ssd_shapes')
+    p.add_argument('--data-root', default='data/shapes')
+    _add_cfg_options(p)
+    args = p.parse_args(argv)
+    from densebox.datasets.shapes import ensure_shapes
+    config = args.config or _find_config('quickstart_ssd_shapes.py')
+    ensure_shapes(args.data_root)
+    cfg = _load_config(config, args.cfg_options, args.work_dir)
+    runner = _build_runner(cfg)
+    runner.train()
+    metrics = runner.test()
+    print('quickstart held-out metrics: ' +
+          ', '.join(f'{k}={v:.4f}' for k, v in metrics.items() if isinstance(v, float)))
+    return metrics
+
+
+def _find_config(name: str) -> str:
+    """Locate a config shipped in the repository's configs/ folder."""
+    candidates = [osp.join('configs', name),
+                  osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', name)]
+    for path in candidates:
+        if osp.isfile(path):
+            return path
+    raise FileNotFoundError(f'config {name} not found in {candidates}; run from the densebox '
+                            'checkout or pass --config')
+
+
+COMMANDS = {'train': train_main, 'test': test_main, 'quickstart': quickstart_main}
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if 'infer' not in COMMANDS:
+        try:
+            from densebox.apis.infer_cli import infer_main
+            COMMANDS['infer'] = infer_main
+        except ImportError:
+            pass
+    if not argv or argv[0] not in COMMANDS:
+        print(f'usage: densebox {{{",".join(COMMANDS)}}} ...', file=sys.stderr)
+        sys.exit(2)
+    COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == '__main__':
+    main()

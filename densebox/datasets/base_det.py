@@ -1,0 +1,87 @@
+"""Shared behaviour of the detection data sets: metainfo clean-up, path checks, filtering.
+
+A detection data set's ``load_data_list`` returns one dict per image::
+
+    {'img_path': str, 'img_id': int | str, 'height': int, 'width': int,
+     'instances': [{'bbox': [x1, y1, x2, y2], 'bbox_label': int, 'ignore_flag': 0 | 1}, ...]}
+
+with boxes in absolute pixels of the stored image (xyxy, float) and 0-based labels.
+"""
+import colorsys
+import os.path as osp
+from typing import List
+
+from mmengine.dataset import BaseDataset
+
+README_HINT = 'See data/README.md in the densebox repository for the expected layout.'
+
+
+def require_path(path: str, what: str) -> None:
+    """Raise FileNotFoundError naming ``path`` (and what it should be) if it does not exist."""
+    if not path or not osp.exists(path):
+        raise FileNotFoundError(f'{what} not found: {path!r} (absolute: {osp.abspath(path or ".")!r}). '
+                                f'{README_HINT}')
+
+
+def make_palette(num_classes: int) -> List[tuple]:
+    """``num_classes`` distinct, deterministic RGB colours (golden-ratio hue steps)."""
+    palette = []
+    for i in range(num_classes):
+        hue = (i * 0.618033988749895) % 1.0
+        sat = 0.65 + 0.35 * ((i // 7) % 2)
+        val = 0.95 - 0.3 * ((i // 3) % 2)
+        r, g, b = colorsys.hsv_to_rgb(hue, sat, val)
+        palette.append((int(r * 255), int(g * 255), int(b * 255)))
+    return palette
+
+
+class BaseDetDataset(BaseDataset):
+    """mmengine ``BaseDataset`` with the detection conventions of densebox.
+
+    - ``metainfo['classes']`` is always a tuple of str and ``metainfo['palette']`` a list of
+      RGB tuples of the same length (regenerated when a user gives a class subset without a
+      matching palette), so that ``ConcatDataset`` sees equal metainfo for equal classes.
+    - ``filter_cfg=dict(filter_empty_gt=True, min_size=32)`` drops, outside test mode, images
+      without any annotated instance (ignored ones count as annotated, as in mmdet) and images
+      whose shorter side is below ``min_size``.
+    """
+
+    METAINFO: dict = dict(classes=(), palette=[])
+
+    @classmethod
+    def _load_metainfo(cls, metainfo=None) -> dict:
+        meta = super()._load_metainfo(metainfo)
+        classes = meta.get('classes') or ()
+        if isinstance(classes, str):
+            classes = (classes, )
+        classes = tuple(str(c) for c in classes)
+        if len(set(classes)) != len(classes):
+            raise ValueError(f'metainfo["classes"] has duplicate names: {classes}')
+        meta['classes'] = classes
+        palette = meta.get('palette')
+        if palette is None or len(palette) != len(classes):
+            meta['palette'] = make_palette(len(classes))
+        else:
+            meta['palette'] = [tuple(int(v) for v in color) for color in palette]
+        return meta
+
+    def filter_data(self) -> List[dict]:
+        """Apply ``filter_cfg`` (see the class docstring); test mode keeps every image."""
+        if self.test_mode or not self.filter_cfg:
+            return self.data_list
+        unknown = set(self.filter_cfg) - {'filter_empty_gt', 'min_size'}
+        if unknown:
+            raise KeyError(f'{type(self).__name__}: unknown filter_cfg keys {sorted(unknown)}; '
+                           "expected 'filter_empty_gt' and/or 'min_size'")
+        filter_empty = bool(self.filter_cfg.get('filter_empty_gt', False))
+        min_size = float(self.filter_cfg.get('min_size', 0))
+        return [
+            info for info in self.data_list
+            if (not filter_empty or len(info['instances']) > 0)
+            and min(info['width'], info['height']) >= min_size
+        ]
+
+    def get_cat_ids(self, idx: int) -> List[int]:
+        """Labels of the instances of image ``idx`` (used by class-aware samplers)."""
+        return [inst['bbox_label'] for inst in self.get_data_info(idx)['instances']]
+

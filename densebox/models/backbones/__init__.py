@@ -1,0 +1,3 @@
+from .vgg_ssd import SSDVGG
+
+__all__ = ['SSDVGG']
