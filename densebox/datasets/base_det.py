@@ -11,7 +11,11 @@ import colorsys
 import os.path as osp
 from typing import List
 
+import numpy as np
+
 from mmengine.dataset import BaseDataset
+
+from ..registry import TRANSFORMS
 
 README_HINT = 'See data/README.md in the densebox repository for the expected layout.'
 
@@ -19,8 +23,9 @@ README_HINT = 'See data/README.md in the densebox repository for the expected la
 def require_path(path: str, what: str) -> None:
     """Raise FileNotFoundError naming ``path`` (and what it should be) if it does not exist."""
     if not path or not osp.exists(path):
-        raise FileNotFoundError(f'{what} not found: {path!r} (absolute: {osp.abspath(path or ".")!r}). '
-                                f'{README_HINT}')
+        raise FileNotFoundError(
+            f'{what} not found: {path!r} (absolute: {osp.abspath(path or ".")!r}). '
+            f'{README_HINT}')
 
 
 def make_palette(num_classes: int) -> List[tuple]:
@@ -35,6 +40,12 @@ def make_palette(num_classes: int) -> List[tuple]:
     return palette
 
 
+def build_pipeline(pipeline) -> list:
+    """Build transform configs with densebox's TRANSFORMS registry, so that a data set made
+    in plain Python (no ``default_scope='densebox'``) still finds densebox's transforms."""
+    return [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in (pipeline or [])]
+
+
 class BaseDetDataset(BaseDataset):
     """mmengine ``BaseDataset`` with the detection conventions of densebox.
 
@@ -44,9 +55,13 @@ class BaseDetDataset(BaseDataset):
     - ``filter_cfg=dict(filter_empty_gt=True, min_size=32)`` drops, outside test mode, images
       without any annotated instance (ignored ones count as annotated, as in mmdet) and images
       whose shorter side is below ``min_size``.
+    - ``pipeline`` entries are built with densebox's TRANSFORMS registry.
     """
 
     METAINFO: dict = dict(classes=(), palette=[])
+
+    def __init__(self, *args, pipeline=(), **kwargs):
+        super().__init__(*args, pipeline=build_pipeline(pipeline), **kwargs)
 
     @classmethod
     def _load_metainfo(cls, metainfo=None) -> dict:
@@ -64,6 +79,12 @@ class BaseDetDataset(BaseDataset):
         else:
             meta['palette'] = [tuple(int(v) for v in color) for color in palette]
         return meta
+
+    def _serialize_data(self):
+        # mmengine cannot serialise an empty list (np.concatenate of nothing).
+        if not self.data_list:
+            return np.zeros(0, np.uint8), np.zeros(0, np.int64)
+        return super()._serialize_data()
 
     def filter_data(self) -> List[dict]:
         """Apply ``filter_cfg`` (see the class docstring); test mode keeps every image."""
@@ -84,4 +105,3 @@ class BaseDetDataset(BaseDataset):
     def get_cat_ids(self, idx: int) -> List[int]:
         """Labels of the instances of image ``idx`` (used by class-aware samplers)."""
         return [inst['bbox_label'] for inst in self.get_data_info(idx)['instances']]
-

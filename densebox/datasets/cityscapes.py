@@ -6,8 +6,8 @@ unpack to, plus the train-id masks made by cityscapesscripts)::
     data/cityscapes/
       leftImg8bit/{train,val,test}/<city>/<city>_<seq>_<frame>_leftImg8bit.png
       gtFine/{train,val,test}/<city>/<city>_<seq>_<frame>_gtFine_labelTrainIds.png
-                                                          _gtFine_labelIds.png (for CityscapesMetric)
-                                                          _gtFine_polygons.json (the source)
+                                     <city>_<seq>_<frame>_gtFine_labelIds.png  (CityscapesMetric)
+                                     <city>_<seq>_<frame>_gtFine_polygons.json (the source)
 
 The ``*_labelTrainIds.png`` files are not in the download: make them with
 ``python tools/dataset_converters/cityscapes.py data/cityscapes`` (see data/README.md).

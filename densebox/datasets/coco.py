@@ -62,9 +62,10 @@ class CocoDetDataset(BaseDetDataset):
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 return COCO(self.ann_file)
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f'{self.ann_file}: not a valid COCO instances file ({type(err).__name__}: '
-                             f'{err})') from err
+        except (json.JSONDecodeError, KeyError, TypeError, AssertionError) as err:
+            raise ValueError(
+                f'{self.ann_file}: not a valid COCO instances file ({type(err).__name__}: '
+                f'{err})') from err
 
     def _map_classes(self, coco: COCO) -> Dict[int, int]:
         name_to_id: Dict[str, int] = {}
@@ -97,7 +98,8 @@ class CocoDetDataset(BaseDetDataset):
                 width, height = int(img_info['width']), int(img_info['height'])
                 file_name = img_info['file_name']
             except KeyError as err:
-                raise ValueError(f'{self.ann_file}: image entry {img_id} lacks the field {err}') from err
+                raise ValueError(
+                    f'{self.ann_file}: image entry {img_id} lacks the field {err}') from err
             instances = []
             for ann in coco.imgToAnns.get(img_id, []):
                 label = cat2label.get(ann.get('category_id'))

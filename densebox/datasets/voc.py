@@ -70,7 +70,8 @@ class VOCDataset(BaseDetDataset):
     def load_data_list(self) -> List[dict]:
         """Read the id list and parse every xml (see the class docstring)."""
         require_path(self.ann_file, 'VOC image-set file (ann_file)')
-        require_path(self.sub_data_root, 'VOC year folder (data_root + data_prefix["sub_data_root"])')
+        require_path(self.sub_data_root,
+                     'VOC year folder (data_root + data_prefix["sub_data_root"])')
         with open(self.ann_file) as f:
             img_ids = [line.split()[0] for line in f if line.strip()]
         cls2label = {name: i for i, name in enumerate(self.metainfo['classes'])}

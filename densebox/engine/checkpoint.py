@@ -32,7 +32,22 @@ def _numpy_safe_globals() -> list:
     return [_reconstruct, scalar, np.ndarray, np.dtype, *dtype_classes]
 
 
-SAFE_GLOBALS = [HistoryBuffer, *_numpy_safe_globals()]
+def _history_buffer_getattr(obj, name: str):
+    """Stands in for ``getattr`` while unpickling.
+
+    A pickled ``HistoryBuffer`` refers to its statistics functions as
+    ``getattr(HistoryBuffer, 'mean')``. Allowing the real ``getattr`` would let a file reach any
+    attribute of any object (``getattr(os, 'system')``), so only those methods of a
+    ``HistoryBuffer`` are handed out.
+    """
+    if (obj is HistoryBuffer or isinstance(obj, HistoryBuffer)) and name in HistoryBuffer._statistics_methods:
+        return getattr(obj, name)
+    raise RuntimeError(f'checkpoint asks for attribute {name!r} of a {type(obj).__name__}; '
+                       'only HistoryBuffer statistics may be looked up')
+
+
+SAFE_GLOBALS = [HistoryBuffer, (_history_buffer_getattr, 'builtins.getattr'),
+                *_numpy_safe_globals()]
 
 
 def safe_torch_load(filename, map_location=None):

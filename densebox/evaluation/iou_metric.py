@@ -44,11 +44,12 @@ def confusion_histogram(pred: torch.Tensor, gt: torch.Tensor, num_classes: int,
     pred = pred.to(torch.int64)
     valid = gt != ignore_index
     gt, pred = gt[valid], pred[valid]
-    bad = (gt < 0) | (gt >= num_classes) | (pred < 0) | (pred >= num_classes)
-    if bool(bad.any()):
-        raise ValueError(f'labels outside [0, {num_classes}) and != ignore_index '
-                         f'{ignore_index}: ground truth {gt[bad].unique().tolist()[:10]}, '
-                         f'prediction {pred[bad].unique().tolist()[:10]}')
+    bad_gt = (gt < 0) | (gt >= num_classes)
+    bad_pred = (pred < 0) | (pred >= num_classes)
+    if bool((bad_gt | bad_pred).any()):
+        raise ValueError(f'labels outside [0, {num_classes}) (ignore_index {ignore_index}): '
+                         f'ground truth {gt[bad_gt].unique().tolist()[:10]}, '
+                         f'prediction {pred[bad_pred].unique().tolist()[:10]}')
     return torch.bincount(gt * num_classes + pred,
                           minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 

@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from mmengine.model import ImgDataPreprocessor
+from mmengine.structures import PixelData
 
 from densebox.registry import MODELS
 
@@ -60,22 +61,22 @@ class SegDataPreprocessor(DetDataPreprocessor):
         self.size = tuple(size) if size is not None else None
 
     def forward(self, data: dict, training: bool = False) -> dict:
-        if self.size is not None:
-            data = dict(data)
-            data['inputs'] = [self._pad_to(img, self.size, 0) for img in data['inputs']]
         data = super().forward(data, training)
-        samples = data['data_samples']
+        inputs, samples = data['inputs'], data['data_samples']
+        if self.size is not None:  # pad the normalised batch, so padding equals pad_value
+            inputs = self._pad_to(inputs, self.size, self.pad_value)
+        h, w = inputs.shape[-2:]
         if samples is not None:
-            h, w = data['inputs'].shape[-2:]
             for sample in samples:
+                sample.set_metainfo({'batch_input_shape': (h, w), 'pad_shape': (h, w)})
                 if 'gt_sem_seg' in sample:
-                    seg = sample.gt_sem_seg.data
-                    sample.gt_sem_seg.data = self._pad_to(seg, (h, w), self.seg_pad_value)
-        return data
+                    seg = self._pad_to(sample.gt_sem_seg.data, (h, w), self.seg_pad_value)
+                    sample.gt_sem_seg = PixelData(data=seg, metainfo=sample.gt_sem_seg.metainfo)
+        return {'inputs': inputs, 'data_samples': samples}
 
     @staticmethod
     def _pad_to(tensor: torch.Tensor, size: Sequence[int], value: float) -> torch.Tensor:
-        """Pad (C, H, W) at the bottom/right to at least ``size`` = (h, w)."""
+        """Pad (..., H, W) at the bottom/right to at least ``size`` = (h, w)."""
         pad_h = max(size[0] - tensor.shape[-2], 0)
         pad_w = max(size[1] - tensor.shape[-1], 0)
         if pad_h == 0 and pad_w == 0:

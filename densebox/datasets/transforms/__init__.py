@@ -1,0 +1,9 @@
+"""Data pipeline transforms (registered in ``densebox.registry.TRANSFORMS``)."""
+from .albu import Albu
+from .formatting import PackDetInputs, PackSegInputs
+from .geometric import Expand, MinIoURandomCrop, RandomFlip, Resize
+from .loading import LoadAnnotations, LoadImageFromFile
+from .photometric import PhotoMetricDistortion
+
+__all__ = ['Albu', 'PackDetInputs', 'PackSegInputs', 'Expand', 'MinIoURandomCrop', 'RandomFlip',
+           'Resize', 'LoadAnnotations', 'LoadImageFromFile', 'PhotoMetricDistortion']

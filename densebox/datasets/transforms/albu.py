@@ -1,5 +1,6 @@
 """Bridge from the densebox results dict to an albumentations ``Compose``."""
 import copy
+import random
 from typing import Any, Optional, Sequence, Union
 
 import albumentations as A
@@ -61,13 +62,18 @@ class Albu(BaseTransform):
         params = dict(DEFAULT_BBOX_PARAMS, **(bbox_params or {}))
         params['label_fields'] = list(INSTANCE_FIELDS)
         self.bbox_params = params
+        self._py_random = random.Random(0)
         if self.pixel_only:
             self.aug = A.Compose(built, p=p)
         else:
             self.aug = A.Compose(built, bbox_params=A.BboxParams(**params), p=p)
 
     def _reseed(self) -> None:
-        self.aug.set_random_seed(int(np.random.randint(0, 2**31 - 1)))
+        # One generator pair shared by the whole composition, seeded from numpy.random
+        # (cheaper than ``set_random_seed``, which builds a pair per transform).
+        seed = int(np.random.randint(0, 2**31 - 1))
+        self._py_random.seed(seed)
+        self.aug.set_random_state(np.random.Generator(np.random.PCG64(seed)), self._py_random)
 
     def transform(self, results: dict) -> dict:
         self._reseed()

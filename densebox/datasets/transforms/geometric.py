@@ -35,6 +35,14 @@ def clip_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     return boxes
 
 
+def resize_nearest(seg: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize of an (H, W) map of any dtype, sampling at pixel centres."""
+    h, w = seg.shape[:2]
+    rows = np.minimum(((np.arange(height) + 0.5) * (h / height)).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(width) + 0.5) * (w / width)).astype(np.int64), w - 1)
+    return seg[rows[:, None], cols[None, :]]
+
+
 def box_iou_one_to_many(boxes: np.ndarray, patches: np.ndarray) -> np.ndarray:
     """IoU between (T, 4) patches and (N, 4) boxes -> (T, N)."""
     lt = np.maximum(patches[:, None, :2], boxes[None, :, :2])
@@ -80,17 +88,18 @@ class Expand(BaseTransform):
         new_h, new_w = int(h * ratio), int(w * ratio)
         top = int(np.random.uniform(0, new_h - h))
         left = int(np.random.uniform(0, new_w - w))
-        canvas = np.empty((new_h, new_w) + img.shape[2:], img.dtype)
-        canvas[...] = self.fill
-        canvas[top:top + h, left:left + w] = img
+        border = (top, new_h - h - top, left, new_w - w - left)
+        canvas = cv2.copyMakeBorder(img, *border, cv2.BORDER_CONSTANT,
+                                    value=[int(v) for v in self.fill])
         results['img'] = canvas
         results['img_shape'] = canvas.shape[:2]
         if 'gt_bboxes' in results:
-            results['gt_bboxes'] = results['gt_bboxes'] + np.array([left, top, left, top], np.float32)
+            shift = np.array([left, top, left, top], np.float32)
+            results['gt_bboxes'] = results['gt_bboxes'] + shift
         seg = results.get('gt_seg_map')
         if seg is not None:
             seg_canvas = np.full((new_h, new_w), self.seg_ignore_label, seg.dtype)
-            seg_canvas[top:top + h, left:left + w] = seg
+            seg_canvas[top:top + h, left:left + w] = seg  # any dtype, unlike copyMakeBorder
             results['gt_seg_map'] = seg_canvas
         return results
 
@@ -101,15 +110,16 @@ class Expand(BaseTransform):
 
 @TRANSFORMS.register_module()
 class MinIoURandomCrop(BaseTransform):
-    """SSD's random crop with a minimum-IoU constraint (Caffe ``batch_sampler`` semantics).
+    """SSD's random crop with a minimum-IoU constraint (the Caffe ``batch_sampler`` scheme).
 
-    A mode is drawn uniformly from {whole image, each of ``min_ious``, unconstrained}. For a
-    min-IoU mode, ``max_trials`` candidate patches (sides ~ U(min_crop_size, 1) of the
-    image's, aspect h/w in ``aspect_ratio_range``) are drawn at once and the first one is
-    taken in which some ground-truth box has IoU >= min_iou with the patch and its centre
-    inside it (``require_all=True``: every box must reach min_iou, mmdet's rule). The
-    unconstrained mode only needs one box centre inside. When no trial qualifies, or the
-    image has no boxes, the image is left whole.
+    Samplers: one per threshold of ``min_ious`` plus an unconstrained one. Each sampler draws
+    ``max_trials`` candidate patches (sides ~ U(min_crop_size, 1) of the image's, aspect
+    h / w in ``aspect_ratio_range``) and keeps its first candidate that qualifies: some
+    ground-truth box has IoU >= the threshold with the patch and its centre inside the patch
+    (unconstrained: some box centre inside; ``require_all=True``: every box must reach the
+    threshold, mmdet's rule). The result is drawn uniformly from the whole image and the
+    patches the samplers found, as Caffe SSD does. All candidates are evaluated at once.
+    Images without boxes stay whole.
 
     Boxes whose centre lies inside the patch are kept, shifted and clipped to it; clipped
     boxes under 1 px wide or high are dropped (with their labels and ignore flags).
@@ -118,48 +128,53 @@ class MinIoURandomCrop(BaseTransform):
         min_ious: the IoU thresholds, (0.1, 0.3, 0.5, 0.7, 0.9) in SSD.
         min_crop_size: smallest patch side as a fraction of the image side, 0.3 in SSD.
         aspect_ratio_range: allowed patch h / w, (0.5, 2) in SSD.
-        max_trials: candidate patches per image, 50 in SSD.
-        require_all: every box, not just one, must reach min_iou.
+        max_trials: candidate patches per sampler, 50 in SSD.
+        require_all: every box, not just one, must reach the threshold.
     """
 
     def __init__(self, min_ious: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
                  min_crop_size: float = 0.3, aspect_ratio_range: Tuple[float, float] = (0.5, 2.0),
                  max_trials: int = 50, require_all: bool = False):
         if not 0 < min_crop_size <= 1:
-            raise ValueError(f'MinIoURandomCrop: min_crop_size must be in (0, 1], got {min_crop_size}')
+            raise ValueError(
+                f'MinIoURandomCrop: min_crop_size must be in (0, 1], got {min_crop_size}')
         self.min_ious = tuple(min_ious)
         self.min_crop_size = min_crop_size
         self.aspect_ratio_range = tuple(aspect_ratio_range)
         self.max_trials = max_trials
         self.require_all = require_all
-        # None = whole image, 0.0 = unconstrained (any box centre inside).
-        self.modes = (None, *self.min_ious, 0.0)
+        # IoU threshold of each sampler; 0.0 is the unconstrained one.
+        self.thresholds = np.array([*self.min_ious, 0.0], np.float64)
 
     def _sample_patch(self, boxes: np.ndarray, h: int, w: int):
-        mode = self.modes[np.random.randint(len(self.modes))]
-        if mode is None or len(boxes) == 0:
+        """Returns ((x1, y1, x2, y2) int patch, (N,) bool centre-inside mask) or None (whole)."""
+        if len(boxes) == 0:
             return None
-        t = self.max_trials
-        pw = np.random.uniform(self.min_crop_size * w, w, t)
-        ph = np.random.uniform(self.min_crop_size * h, h, t)
-        left = np.random.uniform(0, 1, t) * (w - pw)
-        top = np.random.uniform(0, 1, t) * (h - ph)
-        patches = np.floor(np.stack([left, top, left + pw, top + ph], axis=1))
-        aspect = (patches[:, 3] - patches[:, 1]) / np.maximum(patches[:, 2] - patches[:, 0], 1)
-        ok = ((aspect >= self.aspect_ratio_range[0]) & (aspect <= self.aspect_ratio_range[1])
-              & (patches[:, 2] > patches[:, 0]) & (patches[:, 3] > patches[:, 1]))
+        m, t = len(self.thresholds), self.max_trials
+        pw = np.random.uniform(self.min_crop_size * w, w, (m, t))
+        ph = np.random.uniform(self.min_crop_size * h, h, (m, t))
+        left = np.random.uniform(0, 1, (m, t)) * (w - pw)
+        top = np.random.uniform(0, 1, (m, t)) * (h - ph)
+        patches = np.floor(np.stack([left, top, left + pw, top + ph], -1)).reshape(-1, 4)
+        pw, ph = patches[:, 2] - patches[:, 0], patches[:, 3] - patches[:, 1]
+        ok = ((pw >= 1) & (ph >= 1) & (ph >= self.aspect_ratio_range[0] * pw)
+              & (ph <= self.aspect_ratio_range[1] * pw))
         centres = (boxes[:, :2] + boxes[:, 2:]) * 0.5
-        inside = ((centres[None, :, 0] > patches[:, None, 0]) & (centres[None, :, 0] < patches[:, None, 2])
-                  & (centres[None, :, 1] > patches[:, None, 1]) & (centres[None, :, 1] < patches[:, None, 3]))
-        iou_ok = box_iou_one_to_many(boxes, patches) >= mode
+        inside = ((centres[None] > patches[:, None, :2])
+                  & (centres[None] < patches[:, None, 2:])).all(-1)  # (M * T, N)
+        iou_ok = box_iou_one_to_many(boxes, patches) >= np.repeat(self.thresholds, t)[:, None]
         if self.require_all:
             ok &= iou_ok.all(1) & inside.any(1)
         else:
             ok &= (iou_ok & inside).any(1)
-        hits = np.flatnonzero(ok)
-        if len(hits) == 0:
+        ok = ok.reshape(m, t)
+        found = np.flatnonzero(ok.any(1))
+        pick = np.random.randint(len(found) + 1)  # 0 = the whole image
+        if pick == 0:
             return None
-        return patches[hits[0]].astype(np.int64), inside[hits[0]]
+        sampler = found[pick - 1]
+        index = sampler * t + int(np.argmax(ok[sampler]))
+        return patches[index].astype(np.int64), inside[index]
 
     def transform(self, results: dict) -> dict:
         img = results['img']
@@ -181,9 +196,10 @@ class MinIoURandomCrop(BaseTransform):
         return results
 
     def __repr__(self) -> str:
-        return (f'{type(self).__name__}(min_ious={self.min_ious}, min_crop_size={self.min_crop_size}, '
-                f'aspect_ratio_range={self.aspect_ratio_range}, max_trials={self.max_trials}, '
-                f'require_all={self.require_all})')
+        return (
+            f'{type(self).__name__}(min_ious={self.min_ious}, min_crop_size={self.min_crop_size}, '
+            f'aspect_ratio_range={self.aspect_ratio_range}, max_trials={self.max_trials}, '
+            f'require_all={self.require_all})')
 
 
 @TRANSFORMS.register_module()
@@ -193,7 +209,8 @@ class Resize(BaseTransform):
     ``keep_ratio=False`` warps to exactly ``scale = (w, h)`` (SSD). ``keep_ratio=True`` scales
     by one factor so that the long side fits ``max(scale)`` and the short side fits
     ``min(scale)`` (an int ``scale`` means a square). Boxes are scaled and clipped to the
-    image (boxes left with no area are dropped); seg maps use nearest interpolation.
+    image (boxes left with no area are dropped); seg maps use nearest interpolation
+    (sampled at pixel centres, any dtype).
     ``scale_factor`` (w_scale, h_scale) multiplies into any earlier one, so it always maps
     the loaded image to the current one.
 
@@ -210,7 +227,8 @@ class Resize(BaseTransform):
         if len(scale) != 2 or min(scale) <= 0:
             raise ValueError(f'Resize: scale must be (w, h) with positive sides, got {scale}')
         if interpolation not in _INTERP:
-            raise ValueError(f'Resize: interpolation must be one of {list(_INTERP)}, got {interpolation!r}')
+            raise ValueError(
+                f'Resize: interpolation must be one of {list(_INTERP)}, got {interpolation!r}')
         self.scale = tuple(int(s) for s in scale)
         self.keep_ratio = keep_ratio
         self.interpolation = interpolation
@@ -239,7 +257,7 @@ class Resize(BaseTransform):
             keep_instances(results, ((boxes[:, 2:] - boxes[:, :2]) > 0).all(1))
         seg = results.get('gt_seg_map')
         if seg is not None and seg.shape[:2] != (new_h, new_w):
-            results['gt_seg_map'] = cv2.resize(seg, (new_w, new_h), interpolation=cv2.INTER_NEAREST)
+            results['gt_seg_map'] = resize_nearest(seg, new_h, new_w)
         return results
 
     def __repr__(self) -> str:
@@ -260,7 +278,8 @@ class RandomFlip(BaseTransform):
 
     def __init__(self, prob: float = 0.5, direction: str = 'horizontal'):
         if direction not in ('horizontal', 'vertical'):
-            raise ValueError(f"RandomFlip: direction must be 'horizontal' or 'vertical', got {direction!r}")
+            raise ValueError(
+                f"RandomFlip: direction must be 'horizontal' or 'vertical', got {direction!r}")
         self.prob = prob
         self.direction = direction
 

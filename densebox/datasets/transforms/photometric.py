@@ -56,13 +56,18 @@ class PhotoMetricDistortion(Albu):
         prob: probability of each step, 0.5 in SSD.
     """
 
-    def __init__(self, brightness_delta: float = 32, contrast_range: Tuple[float, float] = (0.5, 1.5),
-                 saturation_range: Tuple[float, float] = (0.5, 1.5), hue_delta: float = 18,
+    def __init__(self,
+                 brightness_delta: float = 32,
+                 contrast_range: Tuple[float, float] = (0.5, 1.5),
+                 saturation_range: Tuple[float, float] = (0.5, 1.5),
+                 hue_delta: float = 18,
                  prob: float = 0.5):
         if not 0 <= hue_delta <= 180:
-            raise ValueError(f'PhotoMetricDistortion: hue_delta must be in [0, 180] degrees, got {hue_delta}')
+            raise ValueError(
+                f'PhotoMetricDistortion: hue_delta must be in [0, 180] degrees, got {hue_delta}')
         if min(contrast_range) < 0 or min(saturation_range) < 0:
-            raise ValueError('PhotoMetricDistortion: contrast_range and saturation_range must be >= 0')
+            raise ValueError(
+                'PhotoMetricDistortion: contrast_range and saturation_range must be >= 0')
         self.brightness_delta = brightness_delta
         self.contrast_range = tuple(contrast_range)
         self.saturation_range = tuple(saturation_range)

@@ -8,19 +8,19 @@ Keys read and written (pipeline results dict, see the contract):
 Sizes: ``scale`` is (long or w, short or h) as in mmcv/mmseg (``(2048, 1024)`` for
 Cityscapes); ``crop_size`` and pad ``size`` are (h, w) as in mmseg's RandomCrop.
 
-Images are resized bilinearly (cv2.INTER_LINEAR). Masks take, for each output pixel, the
-label of the input pixel whose centre is nearest to the output pixel's centre
-(``src = floor((dst + 0.5) * in / out)``). That is the sampling grid cv2's bilinear resize
-uses too, so a mask pixel always comes from one of the input pixels that were blended into
-the image pixel at the same place.
+Resizing is ``Resize`` of geometric.py (image bilinear; masks nearest at pixel centres, the
+sampling grid of cv2's bilinear resize, so a mask pixel always comes from one of the input
+pixels blended into the image pixel at the same place). For the deterministic test-time
+resize use ``Resize(scale=(2048, 1024), keep_ratio=True)``.
 """
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
-import cv2
 import numpy as np
 from mmcv.transforms import BaseTransform
 
 from densebox.registry import TRANSFORMS
+
+from .geometric import Resize
 
 
 def seg_keys(results: dict) -> List[str]:
@@ -29,58 +29,6 @@ def seg_keys(results: dict) -> List[str]:
     if 'gt_seg_map' in results and 'gt_seg_map' not in keys:
         keys.append('gt_seg_map')
     return keys
-
-
-def resize_nearest(seg: np.ndarray, size_hw: Tuple[int, int]) -> np.ndarray:
-    """Nearest-centre resize of a label map (any integer dtype).
-
-    Args:
-        seg: (H, W) labels.
-        size_hw: output (h, w).
-    Returns:
-        (h, w) labels of the same dtype.
-    """
-    in_h, in_w = seg.shape[:2]
-    out_h, out_w = size_hw
-    rows = np.minimum(((np.arange(out_h) + 0.5) * (in_h / out_h)).astype(np.int64), in_h - 1)
-    cols = np.minimum(((np.arange(out_w) + 0.5) * (in_w / out_w)).astype(np.int64), in_w - 1)
-    return seg[rows[:, None], cols[None, :]]
-
-
-def rescale_size(size_hw: Tuple[int, int], scale: Sequence[int]) -> Tuple[int, int]:
-    """Keep-ratio size that fits ``scale``: long side <= max(scale), short <= min(scale).
-
-    Args:
-        size_hw: the image's (h, w).
-        scale: (a, b) in either order, e.g. (2048, 1024).
-    Returns:
-        (h, w) after rescaling by min(max(scale) / long side, min(scale) / short side),
-        rounded half up.
-    """
-    h, w = size_hw
-    factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
-    return int(h * factor + 0.5), int(w * factor + 0.5)
-
-
-def resize_results(results: dict, size_hw: Tuple[int, int]) -> dict:
-    """Resize 'img' (bilinear) and the masks (nearest centre) to ``size_hw`` = (h, w).
-
-    Updates 'img_shape' and multiplies 'scale_factor' (w_scale, h_scale) by this resize.
-    """
-    img = results['img']
-    in_h, in_w = img.shape[:2]
-    out_h, out_w = int(size_hw[0]), int(size_hw[1])
-    if out_h < 1 or out_w < 1:
-        raise ValueError(f'resize of a {in_h}x{in_w} image to {out_h}x{out_w} '
-                         f'({results.get("img_path", "")})')
-    if (out_h, out_w) != (in_h, in_w):
-        results['img'] = cv2.resize(img, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
-        for key in seg_keys(results):
-            results[key] = resize_nearest(results[key], (out_h, out_w))
-    w_scale, h_scale = results.get('scale_factor', (1.0, 1.0))
-    results['scale_factor'] = (w_scale * out_w / in_w, h_scale * out_h / in_h)
-    results['img_shape'] = (out_h, out_w)
-    return results
 
 
 @TRANSFORMS.register_module()
@@ -126,42 +74,11 @@ class RandomResize(BaseTransform):
                 np.random.randint(min(h0, h1), max(h0, h1) + 1))
 
     def transform(self, results: dict) -> dict:
-        target_w, target_h = self._random_scale()
-        if self.keep_ratio:
-            size_hw = rescale_size(results['img'].shape[:2], (target_w, target_h))
-        else:
-            size_hw = (target_h, target_w)
-        return resize_results(results, size_hw)
+        return Resize(scale=self._random_scale(), keep_ratio=self.keep_ratio)(results)
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(scale={self.scale}, ratio_range={self.ratio_range}, '
                 f'keep_ratio={self.keep_ratio})')
-
-
-@TRANSFORMS.register_module()
-class ResizeToScale(BaseTransform):
-    """Deterministic resize to ``scale`` (w, h): a keep-ratio bound or the exact size.
-
-    The segmentation test-time resize, e.g. ``ResizeToScale(scale=(2048, 1024))``. Only
-    the image (and masks already loaded) is resized; test pipelines load the ground truth
-    afterwards so metrics see it at the original resolution.
-    """
-
-    def __init__(self, scale: Tuple[int, int], keep_ratio: bool = True):
-        if len(scale) != 2:
-            raise ValueError(f'ResizeToScale: scale must be (w, h), got {scale!r}')
-        self.scale = tuple(scale)
-        self.keep_ratio = keep_ratio
-
-    def transform(self, results: dict) -> dict:
-        if self.keep_ratio:
-            size_hw = rescale_size(results['img'].shape[:2], self.scale)
-        else:
-            size_hw = (self.scale[1], self.scale[0])
-        return resize_results(results, size_hw)
-
-    def __repr__(self) -> str:
-        return f'{type(self).__name__}(scale={self.scale}, keep_ratio={self.keep_ratio})'
 
 
 @TRANSFORMS.register_module()
@@ -192,12 +109,11 @@ class RandomCrop(BaseTransform):
 
     def _random_window(self, img_hw: Tuple[int, int]) -> Tuple[int, int, int, int]:
         """(y1, y2, x1, x2) of a crop window inside an image of ``img_hw``."""
-        margin_h = max(img_hw[0] - self.crop_size[0], 0)
-        margin_w = max(img_hw[1] - self.crop_size[1], 0)
-        y1 = np.random.randint(0, margin_h + 1)
-        x1 = np.random.randint(0, margin_w + 1)
-        return y1, y1 + min(self.crop_size[0], img_hw[0]), x1, x1 + min(self.crop_size[1],
-                                                                          img_hw[1])
+        h = min(self.crop_size[0], img_hw[0])
+        w = min(self.crop_size[1], img_hw[1])
+        y1 = np.random.randint(0, img_hw[0] - h + 1)
+        x1 = np.random.randint(0, img_hw[1] - w + 1)
+        return y1, y1 + h, x1, x1 + w
 
     def _balanced(self, seg: np.ndarray) -> bool:
         """Whether the labelled pixels of ``seg`` hold >= 2 classes, none >= cat_max_ratio."""

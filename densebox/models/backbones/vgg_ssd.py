@@ -4,9 +4,8 @@ Changes from the classification VGG16: pool3 rounds up (``ceil_mode``) so a 300 
 a 38x38 conv4_3 map; pool5 is 3x3 stride 1; fc6 becomes a 3x3 conv with dilation 6 and
 fc7 a 1x1 conv, both with 1024 channels; no dropout and no fc8.
 """
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
-import torch
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
@@ -25,16 +24,25 @@ ARCHS = {
 }
 
 
-def _vgg_layers(layout: Sequence, in_channels: int = 3) -> Tuple[nn.Sequential, int]:
-    """Build conv1_1 ... conv5_3 (+ReLU) and the pools between them."""
-    layers = []
+def _vgg_layers(layout: Sequence, with_bn: bool, in_channels: int = 3) -> Tuple[list, int, int]:
+    """Build conv1_1 ... conv5_3 (+BN) +ReLU and the pools between them.
+
+    Returns the layers, the output channels and the index of conv4_3's ReLU (the last
+    layer before the fourth pool).
+    """
+    layers, conv4_3 = [], None
     for item in layout:
         if item in ('M', 'C'):
+            if sum(isinstance(l, nn.MaxPool2d) for l in layers) == 3:
+                conv4_3 = len(layers) - 1
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=item == 'C'))
         else:
-            layers += [nn.Conv2d(in_channels, item, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+            layers.append(nn.Conv2d(in_channels, item, kernel_size=3, padding=1))
+            if with_bn:
+                layers.append(nn.BatchNorm2d(item))
+            layers.append(nn.ReLU(inplace=True))
             in_channels = item
-    return nn.Sequential(*layers), in_channels
+    return layers, in_channels, conv4_3
 
 
 @MODELS.register_module()
@@ -46,18 +54,20 @@ class SSDVGG(BaseModule):
 
     Args:
         arch: a key of ``ARCHS``.
-        out_feature_indices: indices in ``features`` whose outputs are returned.
+        with_bn: BatchNorm after every trunk conv (VGG16-BN), which trains from scratch.
+        out_feature_indices: indices in ``features`` whose outputs are returned; by default
+            conv4_3 and fc7 (22 and 34 without BN).
     Shapes:
         input (B, 3, H, W) -> conv4_3 (B, 512, H/8, W/8) and fc7 (B, 1024, H/16, W/16)
         (rounded up: 300 gives 38 and 19; 'vgg16-quarter' has 128 and 256 channels).
     """
 
-    def __init__(self, arch: str = 'vgg16', out_feature_indices: Sequence[int] = (22, 34),
-                 init_cfg=None):
+    def __init__(self, arch: str = 'vgg16', with_bn: bool = False,
+                 out_feature_indices: Optional[Sequence[int]] = None, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if arch not in ARCHS:
             raise ValueError(f'SSDVGG: unknown arch {arch!r}, choose one of {sorted(ARCHS)}')
-        trunk, channels = _vgg_layers(ARCHS[arch]['layout'])
+        trunk, channels, conv4_3 = _vgg_layers(ARCHS[arch]['layout'], with_bn)
         fc = ARCHS[arch]['fc_channels']
         head = [
             nn.MaxPool2d(kernel_size=3, stride=1, padding=1),                      # pool5
@@ -67,6 +77,8 @@ class SSDVGG(BaseModule):
             nn.ReLU(inplace=True),
         ]
         self.features = nn.Sequential(*trunk, *head)
+        if out_feature_indices is None:
+            out_feature_indices = (conv4_3, len(self.features) - 1)
         self.out_feature_indices = tuple(out_feature_indices)
         if max(self.out_feature_indices) >= len(self.features):
             raise ValueError(f'out_feature_indices {self.out_feature_indices} exceed the '
@@ -78,6 +90,9 @@ class SSDVGG(BaseModule):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:

@@ -6,6 +6,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 
 from densebox.registry import MODELS
+from densebox.models.losses import cross_entropy  # noqa: F401  (registers CrossEntropyLoss)
 from densebox.models.utils import resize
 
 

@@ -4,7 +4,7 @@
 // different groups never suppress each other (class-aware / per-image NMS in one call).
 #pragma once
 
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
 
 #include <optional>
 

@@ -1,0 +1,176 @@
+"""densebox.ops against torchvision.ops, side by side in one run.
+
+Cases: nms at 1k / 10k / 50k boxes, batched_nms of 10k boxes over 80 classes, and
+roi_align forward of 1000 RoIs on a 1x256x200x304 map (7x7, scale 1/4, sampling 2,
+aligned), on the CPU and, when one is visible, on CUDA. Every case also checks that both
+libraries return the same result. Prints a table (median milliseconds, ratio
+torchvision / densebox: above 1 means densebox is faster) and writes JSON with --out.
+
+    PYTHONPATH=. python benchmarks/ops.py --out bench_ops.json [--device cpu|cuda|all]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torchvision
+
+import densebox.ops as dops
+
+IMAGE_H, IMAGE_W = 800, 1333
+
+
+def realistic_boxes(n: int, device: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Detector-like output: ~n/20 objects in an 800x1333 image, ~20 jittered boxes each.
+
+    Returns boxes (n, 4) xyxy float32 and scores (n,) float32 on ``device``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    objects = max(1, n // 20)
+    centers = torch.rand(objects, 2, generator=gen) * torch.tensor([IMAGE_W, IMAGE_H])
+    sizes = torch.exp(torch.empty(objects, 2).uniform_(3.0, 5.5, generator=gen))  # 20..245 px
+    pick = torch.randint(0, objects, (n,), generator=gen)
+    ctr = centers[pick] + torch.randn(n, 2, generator=gen) * sizes[pick] * 0.2
+    wh = sizes[pick] * (0.6 + 0.8 * torch.rand(n, 2, generator=gen))
+    boxes = torch.cat([ctr - wh / 2, ctr + wh / 2], dim=1)
+    scores = torch.rand(n, generator=gen)
+    return boxes.to(device), scores.to(device)
+
+
+def timed(fn: Callable[[], object], device: str, repeats: int, warmup: int = 1) -> float:
+    """Median wall time of fn() in milliseconds (device synchronised around each call)."""
+    sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def cases(device: str) -> list[dict]:
+    """Benchmark cases: name, the two callables, how to compare results, repeats."""
+    cpu = device == 'cpu'
+    out = []
+    for n, reps in ((1000, 30 if cpu else 50), (10_000, 5 if cpu else 30),
+                    (50_000, 2 if cpu else 10)):
+        boxes, scores = realistic_boxes(n, device, seed=n)
+        out.append(dict(
+            name=f'nms {n // 1000}k boxes', repeats=reps,
+            densebox=lambda b=boxes, s=scores: dops.nms(b, s, 0.5),
+            torchvision=lambda b=boxes, s=scores: torchvision.ops.nms(b, s, 0.5),
+            same=torch.equal))
+
+    boxes, scores = realistic_boxes(10_000, device, seed=7)
+    labels = torch.randint(0, 80, (10_000,), generator=torch.Generator().manual_seed(7))
+    labels = labels.to(device)
+    out.append(dict(
+        name='batched_nms 10k boxes, 80 classes', repeats=5 if cpu else 30,
+        densebox=lambda: dops.batched_nms(boxes, scores, labels, 0.5),
+        torchvision=lambda: torchvision.ops.batched_nms(boxes, scores, labels, 0.5),
+        same=torch.equal))
+
+    gen = torch.Generator().manual_seed(8)
+    feats = torch.randn(1, 256, 200, 304, generator=gen).to(device)
+    roi_boxes, _ = realistic_boxes(1000, 'cpu', seed=8)
+    rois = torch.cat([torch.zeros(1000, 1), roi_boxes], dim=1).to(device)
+    args = ((7, 7), 0.25, 2, True)
+    out.append(dict(
+        name='roi_align fwd 1000 RoIs, 1x256x200x304', repeats=3 if cpu else 30,
+        densebox=lambda: dops.roi_align(feats, rois, *args),
+        torchvision=lambda: torchvision.ops.roi_align(feats, rois, *args),
+        same=lambda a, b: torch.allclose(a, b, atol=1e-5, rtol=0)))
+    return out
+
+
+def machine() -> dict:
+    info = dict(python=platform.python_version(), torch=torch.__version__,
+                torchvision=torchvision.__version__, cpu=platform.processor() or 'unknown',
+                cpu_threads=torch.get_num_threads(), os_cpu_count=os.cpu_count())
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                info['cpu'] = line.split(':', 1)[1].strip()
+                break
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        info['gpu'] = torch.cuda.get_device_name()
+        info['cuda'] = torch.version.cuda
+    return info
+
+
+def run(devices: list[str]) -> dict:
+    results = []
+    for device in devices:
+        start = time.perf_counter()
+        build = dops.backend(device)  # builds the extension on first use
+        setup_s = time.perf_counter() - start
+        if build != 'ext':
+            print(f'warning: densebox.ops uses {build} on {device}; the comparison is moot',
+                  file=sys.stderr)
+        for case in cases(device):
+            ours, theirs = case['densebox'](), case['torchvision']()
+            same = bool(case['same'](ours, theirs))
+            tv_ms = timed(case['torchvision'], device, case['repeats'])
+            db_ms = timed(case['densebox'], device, case['repeats'])
+            results.append(dict(case=case['name'], device=device, repeats=case['repeats'],
+                                torchvision_ms=tv_ms, densebox_ms=db_ms,
+                                ratio_tv_over_densebox=tv_ms / db_ms, same_result=same,
+                                backend=build))
+            row = results[-1]
+            print(f"{row['case']:<42} {device:<5} tv {tv_ms:9.2f} ms   densebox "
+                  f"{db_ms:9.2f} ms   x{row['ratio_tv_over_densebox']:.2f}"
+                  f"{'' if same else '   RESULTS DIFFER'}", flush=True)
+        results.append(dict(case='(backend setup incl. any build)', device=device,
+                            seconds=setup_s))
+    return dict(machine=machine(), results=results)
+
+
+def table(report: dict) -> str:
+    lines = ['| case | device | torchvision ms | densebox ms | tv / densebox | same result |',
+             '|---|---|---:|---:|---:|---|']
+    for r in report['results']:
+        if 'torchvision_ms' in r:
+            lines.append(f"| {r['case']} | {r['device']} | {r['torchvision_ms']:.2f} | "
+                         f"{r['densebox_ms']:.2f} | {r['ratio_tv_over_densebox']:.2f} | "
+                         f"{'yes' if r['same_result'] else 'NO'} |")
+    return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--device', choices=['cpu', 'cuda', 'all'], default='all',
+                        help="'all': the CPU, and CUDA when available (default)")
+    parser.add_argument('--out', type=Path, help='write the results as JSON here')
+    args = parser.parse_args(argv)
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: no CUDA device visible')
+    devices = ['cpu', 'cuda'] if args.device == 'all' else [args.device]
+    devices = [d for d in devices if d == 'cpu' or torch.cuda.is_available()]
+    report = run(devices)
+    print()
+    print(f"machine: {report['machine']}")
+    print(table(report))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2))
+        print(f'wrote {args.out}')
+    return 0 if all(r.get('same_result', True) for r in report['results']) else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

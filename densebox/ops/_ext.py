@@ -1,0 +1,317 @@
+"""Build, cache and choose the backend of ``densebox.ops``.
+
+The C++ (CPU) and CUDA kernels in ``csrc/`` are compiled on first use with
+``torch.utils.cpp_extension.load`` and cached in
+``$DENSEBOX_OPS_CACHE`` (default ``~/.cache/densebox/ops``), one folder per torch version,
+CUDA version, Python version, build kind and hash of the sources and flags, so a second
+process only imports the built library. The CUDA kernels are built only when
+``torch.cuda.is_available()`` and an nvcc is found; the CPU build needs no CUDA at all.
+
+``DENSEBOX_OPS`` chooses the backend:
+
+* unset / ``auto``: the extension, or torchvision.ops with ONE warning when it cannot be
+  built (the warning names the build log);
+* ``ext``: the extension, and a failed build raises :class:`ExtensionBuildError`;
+* ``torchvision``: torchvision.ops, nothing is built.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import shutil
+import sys
+import threading
+import time
+import traceback
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CSRC = Path(__file__).resolve().parent / 'csrc'
+CPU_SOURCES = ('bindings.cpp', 'nms_cpu.cpp', 'roi_align_cpu.cpp')
+CUDA_SOURCES = ('nms_cuda.cu', 'roi_align_cuda.cu')
+HEADERS = ('ops.h', 'roi_align_common.h')
+# -ffp-contract=off: no fused multiply-adds, so float results match torchvision's CPU kernels
+CFLAGS = ('-O3', '-std=c++20', '-ffp-contract=off')
+CUDA_CFLAGS = ('-O3', '-std=c++20')
+DEFAULT_CUDA_ARCH = '9.0'  # used only when building CUDA kernels with no GPU visible
+ENV_BACKEND = 'DENSEBOX_OPS'
+ENV_CACHE = 'DENSEBOX_OPS_CACHE'
+BACKENDS = ('ext', 'torchvision')
+Ops = Any  # the torch.ops.<name> namespace of a built extension
+
+
+class ExtensionBuildError(RuntimeError):
+    """The densebox.ops extension could not be built or imported.
+
+    Attributes:
+        log_path (Path | None): file holding the compiler output, when a build ran.
+    """
+
+    def __init__(self, message: str, log_path: Path | None = None):
+        super().__init__(message if log_path is None else f'{message} (build log: {log_path})')
+        self.log_path = log_path
+
+
+# ----------------------------------------------------------------------------- building
+
+def cache_root() -> Path:
+    """Folder holding one build folder per configuration."""
+    root = os.environ.get(ENV_CACHE)
+    if root:
+        return Path(root).expanduser()
+    xdg = os.environ.get('XDG_CACHE_HOME')
+    base = Path(xdg).expanduser() if xdg else Path.home() / '.cache'
+    return base / 'densebox' / 'ops'
+
+
+def _toolkit_ok(home: Path) -> bool:
+    libs = [home / 'lib64' / 'libcudart.so', home / 'lib' / 'libcudart.so',
+            *home.glob('targets/*/lib/libcudart.so')]
+    return (home / 'bin' / 'nvcc').is_file() and any(p.exists() for p in libs)
+
+
+def find_cuda_home() -> Path | None:
+    """The CUDA toolkit folder (holding bin/nvcc and lib64/libcudart.so), or None.
+
+    ``$CUDA_HOME`` / ``$CUDA_PATH`` win when set. Otherwise the folder above the nvcc on
+    PATH is used only if it really is a toolkit: an nvcc that is a small wrapper script
+    (as in /usr/local/bin here) would make torch link against a missing -lcudart.
+    """
+    for var in ('CUDA_HOME', 'CUDA_PATH'):
+        if os.environ.get(var):
+            return Path(os.environ[var])
+    candidates = []
+    nvcc = shutil.which('nvcc')
+    if nvcc:
+        candidates += [Path(nvcc).parent.parent, Path(os.path.realpath(nvcc)).parent.parent]
+    if torch.version.cuda:
+        candidates.append(Path(f'/usr/local/cuda-{torch.version.cuda}'))
+    candidates.append(Path('/usr/local/cuda'))
+    for home in candidates:
+        if _toolkit_ok(home):
+            return home
+    return None
+
+
+def _cuda_arch_list() -> str:
+    if os.environ.get('TORCH_CUDA_ARCH_LIST'):
+        return os.environ['TORCH_CUDA_ARCH_LIST']
+    if torch.cuda.is_available():
+        caps = sorted({torch.cuda.get_device_capability(i)
+                       for i in range(torch.cuda.device_count())})
+        return ';'.join(f'{major}.{minor}' for major, minor in caps)
+    return DEFAULT_CUDA_ARCH
+
+
+def build_tag(with_cuda: bool) -> str:
+    """Name of the build folder: versions, build kind and a hash of sources and flags."""
+    files = CPU_SOURCES + HEADERS + (CUDA_SOURCES if with_cuda else ())
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b'\0' + (CSRC / name).read_bytes() + b'\0')
+    digest.update(repr((CFLAGS, CUDA_CFLAGS)).encode())
+    cuda = f'cu{torch.version.cuda}' if torch.version.cuda else 'nocuda'
+    kind = f'cuda-sm{_cuda_arch_list()}' if with_cuda else 'cpu'
+    tag = (f'torch{torch.__version__}_{cuda}_py{sys.version_info[0]}{sys.version_info[1]}'
+           f'_{kind}_{digest.hexdigest()[:12]}')
+    return re.sub(r'[^A-Za-z0-9._-]+', '-', tag)
+
+
+@contextlib.contextmanager
+def _build_env(with_cuda: bool, cuda_home: Path | None):
+    """Environment for one build: CUDA_HOME and an arch list when no GPU is visible."""
+    saved = {k: os.environ.get(k) for k in ('CUDA_HOME', 'TORCH_CUDA_ARCH_LIST')}
+    if with_cuda:
+        if cuda_home is not None and not os.environ.get('CUDA_HOME'):
+            os.environ['CUDA_HOME'] = str(cuda_home)
+        os.environ.setdefault('TORCH_CUDA_ARCH_LIST', _cuda_arch_list())
+    # torch logs a warning when it finds a toolkit but no GPU; that is expected here
+    log = logging.getLogger('torch.utils.cpp_extension')
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+        if with_cuda and cuda_home is not None:
+            cpp_extension.CUDA_HOME = str(cuda_home)  # read when the ninja file is written
+        yield cpp_extension
+    finally:
+        log.setLevel(level)
+        for key, value in saved.items():
+            if key == 'CUDA_HOME' and value is None and with_cuda:
+                continue  # keep the toolkit found: later CUDA builds in this process use it
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def build(with_cuda: bool, verbose: bool = False) -> Ops:
+    """Compile (or reuse the cached build of) the extension and import it.
+
+    Args:
+        with_cuda (bool): also compile the CUDA kernels (needs nvcc, not a GPU).
+        verbose (bool): print the compiler commands and output.
+
+    Returns:
+        The operator namespace ``torch.ops.<name>`` with ``nms``, ``roi_align_forward``,
+        ``roi_align_backward`` and ``with_cuda`` (see csrc/bindings.cpp for the schemas).
+
+    Raises:
+        ExtensionBuildError: no compiler / nvcc, or the build failed; the message names the
+            build log.
+    """
+    cxx = os.environ.get('CXX', 'c++')
+    if shutil.which(cxx) is None:
+        raise ExtensionBuildError(f'no C++ compiler found (looked for {cxx!r} on PATH)')
+    cuda_home = find_cuda_home() if with_cuda else None
+    if with_cuda and cuda_home is None:
+        raise ExtensionBuildError(
+            'no CUDA toolkit found for the CUDA kernels (set CUDA_HOME to the folder holding '
+            'bin/nvcc and lib64/libcudart.so)')
+    tag = build_tag(with_cuda)
+    build_dir = cache_root() / tag
+    build_dir.mkdir(parents=True, exist_ok=True)
+    log_path = build_dir / 'build.log'
+    sources = [str(CSRC / s) for s in CPU_SOURCES + (CUDA_SOURCES if with_cuda else ())]
+    name = f"densebox_ops_{'cuda' if with_cuda else 'cpu'}_{tag.rsplit('_', 1)[-1]}"
+    start = time.perf_counter()
+    with _build_env(with_cuda, cuda_home) as cpp_extension:
+        try:
+            library = cpp_extension.load(
+                name=name,
+                sources=sources,
+                extra_cflags=list(CFLAGS) + (['-DDENSEBOX_WITH_CUDA'] if with_cuda else []),
+                extra_cuda_cflags=list(CUDA_CFLAGS) + ['-DDENSEBOX_WITH_CUDA'],
+                extra_include_paths=[str(CSRC)],
+                build_directory=str(build_dir),
+                with_cuda=with_cuda,
+                is_python_module=False,  # operators registered with TORCH_LIBRARY
+                verbose=verbose,
+            )
+            ops = getattr(torch.ops, name)
+            ops.with_cuda()  # fails here, inside the logged block, if registration is broken
+        except Exception as exc:  # compiler errors arrive as RuntimeError with the output
+            log_path.write_text(
+                f'densebox.ops build of {name} in {build_dir}\n'
+                f"CUDA_HOME={os.environ.get('CUDA_HOME')} "
+                f"TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST')}\n\n"
+                + ''.join(traceback.format_exception(exc)))
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExtensionBuildError(f'building {name} failed: {first}', log_path) from exc
+    seconds = time.perf_counter() - start
+    with contextlib.suppress(OSError):
+        log_path.write_text(f'densebox.ops: {library} loaded as torch.ops.{name} '
+                            f'({seconds:.1f} s including any compilation)\n')
+    return ops
+
+
+_modules: dict[bool, Ops] = {}
+
+
+def load_extension(with_cuda: bool) -> Ops:
+    """The loader used by the backend choice: :func:`build`, once per process and kind."""
+    if with_cuda not in _modules:
+        _modules[with_cuda] = build(with_cuda)
+    return _modules[with_cuda]
+
+
+# ----------------------------------------------------------------------------- choosing
+
+@dataclass
+class _Choice:
+    ext: Ops | None  # None: torchvision.ops for every device
+    cuda: bool              # the extension also serves CUDA tensors
+
+
+_lock = threading.RLock()
+_choice: _Choice | None = None
+_warned = False
+
+
+def _mode() -> str:
+    mode = os.environ.get(ENV_BACKEND, '').strip().lower() or 'auto'
+    if mode not in ('auto',) + BACKENDS:
+        raise ValueError(f'{ENV_BACKEND}={mode!r}: expected one of auto, ext, torchvision')
+    return mode
+
+
+def _warn_once(message: str) -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def _decide() -> _Choice:
+    mode = _mode()
+    if mode == 'torchvision':
+        return _Choice(ext=None, cuda=False)
+    want_cuda = torch.cuda.is_available()
+    try:
+        return _Choice(ext=load_extension(want_cuda), cuda=want_cuda)
+    except ExtensionBuildError as error:
+        if mode == 'ext':
+            raise
+        failure = error
+    tail = (f' Build log: {failure.log_path}.' if failure.log_path else '') + (
+        f' Set {ENV_BACKEND}=torchvision to silence this, or {ENV_BACKEND}=ext to make it '
+        'an error.')
+    if want_cuda:  # keep the C++ kernels for CPU tensors if only the CUDA part fails
+        try:
+            ext = load_extension(False)
+        except ExtensionBuildError:
+            pass
+        else:
+            _warn_once(f'densebox.ops: the CUDA kernels are unavailable ({failure}); CUDA '
+                       f'tensors use torchvision.ops, CPU tensors the C++ kernels.{tail}')
+            return _Choice(ext=ext, cuda=False)
+    _warn_once(f'densebox.ops: the C++ extension is unavailable ({failure}); using '
+               f'torchvision.ops instead.{tail}')
+    return _Choice(ext=None, cuda=False)
+
+
+def _current() -> _Choice:
+    global _choice
+    if _choice is None:
+        with _lock:
+            if _choice is None:
+                _choice = _decide()
+    return _choice
+
+
+def extension_for(device: torch.device | str) -> Ops | None:
+    """The extension serving tensors on ``device``, or None for torchvision.ops."""
+    device = torch.device(device)
+    choice = _current()
+    if choice.ext is None or device.type not in ('cpu', 'cuda'):
+        return None
+    if device.type == 'cuda' and not choice.cuda:
+        return None
+    return choice.ext
+
+
+def backend(device: torch.device | str = 'cpu') -> str:
+    """Name of the backend serving tensors on ``device``: ``'ext'`` or ``'torchvision'``.
+
+    The first call decides (and builds the extension if needed).
+    """
+    return 'ext' if extension_for(device) is not None else 'torchvision'
+
+
+def reset() -> None:
+    """Forget the backend choice (and the one-warning flag); the next op decides again.
+
+    Built modules stay imported. Meant for tests and for changing ``DENSEBOX_OPS`` at run
+    time.
+    """
+    global _choice, _warned
+    with _lock:
+        _choice = None
+        _warned = False

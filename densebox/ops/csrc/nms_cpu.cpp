@@ -1,0 +1,151 @@
+// Greedy non-maximum suppression on the CPU.
+//
+// Boxes are sorted once by decreasing score (stable, so equal scores keep index order,
+// as torchvision does) and, when groups are given, grouped by group with that score order
+// kept inside each group. Each group is then reduced independently: the first surviving
+// box is kept and the survivors after it are compacted in place, dropping those whose IoU
+// with the kept box exceeds the threshold. This evaluates exactly the (kept, candidate)
+// pairs torchvision's loop evaluates, with the same IoU arithmetic, but touches only
+// boxes still alive and reads them in sorted (contiguous) order.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "ops.h"
+
+namespace densebox::ops {
+
+NmsOrder nms_order(const at::Tensor& scores, const std::optional<at::Tensor>& groups) {
+  NmsOrder o;
+  o.order = std::get<1>(scores.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
+  if (!groups.has_value()) {
+    o.perm = o.order;
+    return o;
+  }
+  const auto g = groups->to(at::kLong).index_select(0, o.order);
+  auto [g_sorted, rank] = g.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false);
+  o.groups = g_sorted.contiguous();
+  o.perm_rank = rank.contiguous();
+  o.perm = o.order.index_select(0, o.perm_rank);
+  return o;
+}
+
+namespace {
+
+// Sorted boxes as separate coordinate arrays (structure of arrays).
+template <typename T>
+struct SortedBoxes {
+  std::vector<T> x1, y1, x2, y2, area;
+};
+
+// Greedy NMS over sorted positions [begin, end). alive: workspace for the same range.
+template <typename T>
+void reduce_range(const SortedBoxes<T>& b, int64_t begin, int64_t end, double iou_threshold,
+                  int64_t* alive, uint8_t* keep) {
+  const T* x1 = b.x1.data();
+  const T* y1 = b.y1.data();
+  const T* x2 = b.x2.data();
+  const T* y2 = b.y2.data();
+  const T* area = b.area.data();
+  int64_t m = 0;
+  for (int64_t p = begin; p < end; ++p) alive[m++] = p;
+  for (int64_t a = 0; a < m; ++a) {
+    const int64_t i = alive[a];
+    keep[i] = 1;
+    const T ix1 = x1[i], iy1 = y1[i], ix2 = x2[i], iy2 = y2[i], iarea = area[i];
+    int64_t w = a + 1;
+    for (int64_t c = a + 1; c < m; ++c) {
+      const int64_t j = alive[c];
+      const T xx1 = std::max(ix1, x1[j]);
+      const T yy1 = std::max(iy1, y1[j]);
+      const T xx2 = std::min(ix2, x2[j]);
+      const T yy2 = std::min(iy2, y2[j]);
+      const T iw = std::max(static_cast<T>(0), xx2 - xx1);
+      const T ih = std::max(static_cast<T>(0), yy2 - yy1);
+      const T inter = iw * ih;
+      const T iou = inter / (iarea + area[j] - inter);
+      alive[w] = j;  // branch-free compaction: advance only for survivors
+      w += !(iou > iou_threshold);
+    }
+    m = w;
+  }
+}
+
+template <typename T>
+at::Tensor nms_impl(const at::Tensor& boxes, const NmsOrder& o, double iou_threshold) {
+  const int64_t n = boxes.size(0);
+  const auto acc = boxes.accessor<T, 2>();
+  const int64_t* perm = o.perm.data_ptr<int64_t>();
+  SortedBoxes<T> b;
+  for (auto* v : {&b.x1, &b.y1, &b.x2, &b.y2, &b.area}) v->resize(n);
+  for (int64_t p = 0; p < n; ++p) {
+    const auto box = acc[perm[p]];
+    b.x1[p] = box[0];
+    b.y1[p] = box[1];
+    b.x2[p] = box[2];
+    b.y2[p] = box[3];
+    b.area[p] = (b.x2[p] - b.x1[p]) * (b.y2[p] - b.y1[p]);
+  }
+
+  std::vector<uint8_t> keep(n, 0);
+  std::vector<int64_t> alive(n);
+  if (!o.groups.defined()) {
+    reduce_range(b, 0, n, iou_threshold, alive.data(), keep.data());
+  } else {
+    // segment boundaries of the (sorted) groups
+    const int64_t* g = o.groups.data_ptr<int64_t>();
+    std::vector<int64_t> starts{0};
+    for (int64_t p = 1; p < n; ++p) {
+      if (g[p] != g[p - 1]) starts.push_back(p);
+    }
+    starts.push_back(n);
+    const int64_t segments = static_cast<int64_t>(starts.size()) - 1;
+    const int64_t grain = n >= 4096 ? 1 : segments;  // small inputs: stay on this thread
+    at::parallel_for(0, segments, grain, [&](int64_t s0, int64_t s1) {
+      for (int64_t s = s0; s < s1; ++s) {
+        reduce_range(b, starts[s], starts[s + 1], iou_threshold, alive.data() + starts[s],
+                     keep.data());
+      }
+    });
+  }
+
+  // kept boxes in decreasing score order
+  std::vector<uint8_t> kept_rank;
+  const uint8_t* flags = keep.data();
+  if (o.groups.defined()) {
+    kept_rank.assign(n, 0);
+    const int64_t* rank = o.perm_rank.data_ptr<int64_t>();
+    for (int64_t p = 0; p < n; ++p) kept_rank[rank[p]] = keep[p];
+    flags = kept_rank.data();
+  }
+  const int64_t* order = o.order.data_ptr<int64_t>();
+  int64_t count = 0;
+  for (int64_t r = 0; r < n; ++r) count += flags[r];
+  auto out = at::empty({count}, boxes.options().dtype(at::kLong));
+  int64_t* dst = out.data_ptr<int64_t>();
+  for (int64_t r = 0; r < n; ++r) {
+    if (flags[r]) *dst++ = order[r];
+  }
+  return out;
+}
+
+}  // namespace
+
+at::Tensor nms_cpu(const at::Tensor& boxes, const at::Tensor& scores,
+                   const std::optional<at::Tensor>& groups, double iou_threshold) {
+  if (boxes.size(0) == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
+  const auto o = nms_order(scores, groups);
+  // float16 / bfloat16 boxes are compared in float32 (torchvision's CPU nms rejects them)
+  const bool reduced = boxes.scalar_type() == at::kHalf || boxes.scalar_type() == at::kBFloat16;
+  const auto b = reduced ? boxes.to(at::kFloat) : boxes;
+  at::Tensor out;
+  AT_DISPATCH_FLOATING_TYPES(b.scalar_type(), "densebox_nms_cpu", [&] {
+    out = nms_impl<scalar_t>(b, o, iou_threshold);
+  });
+  return out;
+}
+
+}  // namespace densebox::ops

@@ -1,0 +1,446 @@
+"""densebox.ops against torchvision.ops and plain PyTorch references.
+
+CPU tests run everywhere (the first one builds the C++ extension, ~15-90 s once, then it is
+cached); the CUDA tests at the bottom run only where a GPU is visible.
+"""
+import warnings
+
+import pytest
+import torch
+import torchvision
+
+import densebox.ops as ops
+from densebox.ops import _ext
+
+CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not CUDA, reason='needs a CUDA device')
+
+
+@pytest.fixture(autouse=True)
+def ext_backend(monkeypatch):
+    """Every test starts with the extension forced (a failed build raises, naming its log)."""
+    monkeypatch.setenv('DENSEBOX_OPS', 'ext')
+    _ext.reset()
+    yield
+    _ext.reset()
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def make_boxes(n, seed=0, dtype=torch.float32, spread=200.0, clusters=None):
+    """n boxes (xyxy) jittered around a few objects, so that many pairs overlap."""
+    gen = torch.Generator().manual_seed(seed)
+    clusters = clusters or max(1, n // 20)
+    centers = torch.rand(clusters, 2, generator=gen) * spread
+    sizes = torch.rand(clusters, 2, generator=gen) * spread / 4 + 4
+    pick = torch.randint(0, clusters, (n,), generator=gen)
+    ctr = centers[pick] + torch.randn(n, 2, generator=gen) * sizes[pick] * 0.15
+    wh = sizes[pick] * (0.7 + 0.6 * torch.rand(n, 2, generator=gen))
+    boxes = torch.cat([ctr - wh / 2, ctr + wh / 2], dim=1)
+    return boxes.to(dtype)
+
+
+def make_scores(n, seed=0, ties=False, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed + 1000)
+    if ties:  # only 5 distinct values: lots of equal scores
+        return (torch.randint(0, 5, (n,), generator=gen).float() / 5).to(dtype)
+    return torch.rand(n, generator=gen).to(dtype)
+
+
+def reference_nms(boxes, scores, iou_threshold):
+    """Greedy NMS written plainly: stable sort, keep the best, drop IoU > threshold."""
+    order = torch.sort(scores, descending=True, stable=True).indices
+    b = boxes[order]
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    alive = torch.ones(len(b), dtype=torch.bool)
+    keep = []
+    for i in range(len(b)):
+        if not alive[i]:
+            continue
+        keep.append(i)
+        rest = torch.arange(i + 1, len(b))
+        w = (torch.minimum(b[i, 2], b[rest, 2]) - torch.maximum(b[i, 0], b[rest, 0])).clamp(min=0)
+        h = (torch.minimum(b[i, 3], b[rest, 3]) - torch.maximum(b[i, 1], b[rest, 1])).clamp(min=0)
+        inter = w * h
+        iou = inter / (area[i] + area[rest] - inter)
+        alive[rest[iou.double() > iou_threshold]] = False
+    return order[torch.tensor(keep, dtype=torch.long)]
+
+
+def reference_batched_nms(boxes, scores, idxs, iou_threshold):
+    """Per-group greedy NMS, then all kept boxes by decreasing score (stable)."""
+    keep = torch.zeros(len(boxes), dtype=torch.bool)
+    for g in torch.unique(idxs):
+        members = torch.nonzero(idxs == g).flatten()
+        keep[members[reference_nms(boxes[members], scores[members], iou_threshold)]] = True
+    kept = torch.nonzero(keep).flatten()
+    return kept[torch.sort(scores[kept], descending=True, stable=True).indices]
+
+
+# ----------------------------------------------------------------------------- nms
+
+def test_backend_is_the_extension():
+    assert ops.backend() == 'ext'
+    assert ops.backend('cuda' if CUDA else 'cpu') == 'ext'
+
+
+@pytest.mark.parametrize('n', [2, 37, 600, 2500])
+@pytest.mark.parametrize('iou_threshold', [0.3, 0.5, 0.7])
+@pytest.mark.parametrize('ties', [False, True])
+def test_nms_matches_torchvision_and_reference(n, iou_threshold, ties):
+    boxes, scores = make_boxes(n, seed=n), make_scores(n, seed=n, ties=ties)
+    kept = ops.nms(boxes, scores, iou_threshold)
+    assert kept.dtype == torch.int64
+    assert torch.equal(kept, torchvision.ops.nms(boxes, scores, iou_threshold))
+    if n <= 600:
+        assert torch.equal(kept, reference_nms(boxes, scores, iou_threshold))
+    assert 0 < kept.numel() <= n
+    if n > 37:
+        assert kept.numel() < n  # the clusters overlap: something must be suppressed
+
+
+def test_nms_tied_scores_keep_index_order():
+    # identical boxes, equal scores: the lowest index wins, the others are suppressed
+    boxes = torch.tensor([[0, 0, 10, 10]] * 4 + [[50, 50, 60, 60]] * 2, dtype=torch.float32)
+    scores = torch.tensor([0.5, 0.5, 0.9, 0.5, 0.5, 0.5])
+    assert ops.nms(boxes, scores, 0.5).tolist() == [2, 4]
+    assert torchvision.ops.nms(boxes, scores, 0.5).tolist() == [2, 4]
+
+
+def test_nms_empty_and_single():
+    empty = ops.nms(torch.zeros(0, 4), torch.zeros(0), 0.5)
+    assert empty.shape == (0,) and empty.dtype == torch.int64
+    one = ops.nms(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.tensor([0.3]), 0.5)
+    assert one.tolist() == [0]
+
+
+def test_nms_degenerate_boxes():
+    boxes = make_boxes(300, seed=3)
+    boxes[::7, 2] = boxes[::7, 0]          # zero width
+    boxes[::11, 3] = boxes[::11, 1]        # zero height
+    boxes[5::13] = boxes[5::13, :1].repeat(1, 4)  # points
+    boxes[20:30] = boxes[19]               # exact duplicates
+    scores = make_scores(300, seed=3, ties=True)
+    kept = ops.nms(boxes, scores, 0.5)
+    assert torch.equal(kept, torchvision.ops.nms(boxes, scores, 0.5))
+    assert torch.equal(kept, reference_nms(boxes, scores, 0.5))
+    zero_area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])) == 0
+    assert zero_area[kept].any()  # 0/0 IoU never suppresses: degenerate boxes survive
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_nms_dtypes(dtype):
+    boxes = make_boxes(500, seed=5).to(dtype)
+    scores = make_scores(500, seed=5).to(dtype)
+    kept = ops.nms(boxes, scores, 0.5)
+    # reduced types are compared in float32 on the CPU (torchvision rejects them there)
+    exact = boxes.float() if dtype in (torch.float16, torch.bfloat16) else boxes
+    assert torch.equal(kept, torchvision.ops.nms(exact, scores.to(exact.dtype), 0.5))
+    assert torch.equal(kept, reference_nms(exact, scores, 0.5))
+
+
+def test_nms_non_contiguous_inputs():
+    boxes, scores = make_boxes(400, seed=6), make_scores(400, seed=6)
+    wide = torch.zeros(400, 8)
+    wide[:, ::2] = boxes
+    strided_scores = torch.stack([scores, -scores], dim=1)[:, 0]
+    assert not wide[:, ::2].is_contiguous() and not strided_scores.is_contiguous()
+    assert torch.equal(ops.nms(wide[:, ::2], strided_scores, 0.5), ops.nms(boxes, scores, 0.5))
+
+
+def test_nms_rejects_bad_input():
+    with pytest.raises(ValueError, match='boxes must be a .N, 4.'):
+        ops.nms(torch.zeros(3, 5), torch.zeros(3), 0.5)
+    with pytest.raises(ValueError, match='scores must be .3,.'):
+        ops.nms(torch.zeros(3, 4), torch.zeros(4), 0.5)
+    with pytest.raises(TypeError, match='floating point'):
+        ops.nms(torch.zeros(3, 4, dtype=torch.int64), torch.zeros(3), 0.5)
+
+
+# ----------------------------------------------------------------------------- batched_nms
+
+@pytest.mark.parametrize('n,classes', [(400, 3), (3000, 80)])
+def test_batched_nms_matches_torchvision(n, classes):
+    boxes, scores = make_boxes(n, seed=n, clusters=8), make_scores(n, seed=n)
+    idxs = torch.randint(0, classes, (n,), generator=torch.Generator().manual_seed(n))
+    kept = ops.batched_nms(boxes, scores, idxs, 0.5)
+    assert torch.equal(kept, torchvision.ops.batched_nms(boxes, scores, idxs, 0.5))
+    assert torch.equal(kept, reference_batched_nms(boxes, scores, idxs, 0.5))
+    # classes never suppress each other: more survive than with class-agnostic nms
+    assert kept.numel() > ops.nms(boxes, scores, 0.5).numel()
+
+
+def test_batched_nms_ties_and_arbitrary_group_ids():
+    boxes, scores = make_boxes(800, seed=8, clusters=10), make_scores(800, seed=8, ties=True)
+    gen = torch.Generator().manual_seed(8)
+    raw = torch.randint(0, 6, (800,), generator=gen)
+    # far-apart and negative ids: groups are segments, not coordinate offsets
+    idxs = torch.tensor([-7, 0, 3, 10**12, 5, 2**40])[raw]
+    kept = ops.batched_nms(boxes, scores, idxs, 0.5)
+    assert torch.equal(kept, reference_batched_nms(boxes, scores, raw, 0.5))
+
+
+def test_batched_nms_over_images():
+    num_images, classes, n = 4, 5, 1200
+    gen = torch.Generator().manual_seed(9)
+    boxes, scores = make_boxes(n, seed=9, clusters=6), make_scores(n, seed=9)
+    labels = torch.randint(0, classes, (n,), generator=gen)
+    images = torch.randint(0, num_images, (n,), generator=gen)
+    kept = ops.batched_nms(boxes, scores, labels, 0.5, image_idxs=images)
+    combined = images * classes + labels
+    assert torch.equal(kept, ops.batched_nms(boxes, scores, combined, 0.5))
+    assert torch.equal(kept, reference_batched_nms(boxes, scores, combined, 0.5))
+    # the same boxes in different images are independent: image-blind NMS keeps fewer
+    assert kept.numel() > ops.batched_nms(boxes, scores, labels, 0.5).numel()
+
+
+def test_batched_nms_empty_and_bad_idxs():
+    assert ops.batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0), 0.5).numel() == 0
+    with pytest.raises(ValueError, match='idxs must be'):
+        ops.batched_nms(torch.zeros(3, 4), torch.zeros(3), torch.zeros(2), 0.5)
+    with pytest.raises(ValueError, match=r'\[0, 2\*\*32\)'):
+        ops.batched_nms(torch.zeros(2, 4), torch.zeros(2), torch.tensor([-1, 0]), 0.5,
+                        image_idxs=torch.zeros(2))
+
+
+# ----------------------------------------------------------------------------- box_iou
+
+def test_box_iou_matches_torchvision():
+    a, b = make_boxes(50, seed=10), make_boxes(70, seed=11)
+    assert torch.allclose(ops.box_iou(a, b), torchvision.ops.box_iou(a, b), atol=0, rtol=1e-6)
+    ints = a.round().to(torch.int64)
+    assert torch.allclose(ops.box_iou(ints, ints), torchvision.ops.box_iou(ints, ints),
+                          equal_nan=True)
+    assert ops.box_iou(a, torch.zeros(0, 4)).shape == (50, 0)
+    assert torch.allclose(torch.diagonal(ops.box_iou(a, a)), torch.ones(50))
+
+
+# ----------------------------------------------------------------------------- roi_align
+
+def make_rois(k, batch, size, seed=0, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    xy = torch.rand(k, 2, generator=gen) * size * 1.1 - size * 0.1  # some start outside
+    wh = torch.rand(k, 2, generator=gen) * size * 0.6
+    wh[::5] *= 0.02                                                # sub-pixel RoIs
+    rois = torch.cat([torch.randint(0, batch, (k, 1), generator=gen).float(), xy, xy + wh], 1)
+    rois[3::9, 3:] = rois[3::9, 1:3] - 1.0                          # inverted boxes
+    return rois.to(dtype)
+
+
+ROI_CASES = [  # output_size, spatial_scale, sampling_ratio, aligned
+    ((7, 7), 0.5, -1, False),
+    ((7, 7), 0.5, -1, True),
+    ((5, 3), 1.0, 2, False),
+    ((4, 4), 0.25, 0, True),
+]
+
+
+@pytest.mark.parametrize('output_size,scale,ratio,aligned', ROI_CASES)
+def test_roi_align_forward_backward_match_torchvision(output_size, scale, ratio, aligned):
+    gen = torch.Generator().manual_seed(12)
+    feats = torch.randn(2, 6, 20, 24, generator=gen)
+    rois = make_rois(40, batch=2, size=24 / scale, seed=12)  # image-sized coordinates
+    x1 = feats.clone().requires_grad_()
+    x2 = feats.clone().requires_grad_()
+    ours = ops.roi_align(x1, rois, output_size, scale, ratio, aligned)
+    theirs = torchvision.ops.roi_align(x2, rois, output_size, scale, ratio, aligned)
+    assert ours.shape == (40, 6, *output_size)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    grad = torch.randn(ours.shape, generator=gen)
+    ours.backward(grad)
+    theirs.backward(grad)
+    torch.testing.assert_close(x1.grad, x2.grad, atol=1e-4, rtol=0)
+    assert x1.grad.abs().sum() > 0
+
+
+def test_roi_align_list_of_boxes_and_module():
+    gen = torch.Generator().manual_seed(13)
+    feats = torch.randn(3, 4, 16, 16, generator=gen)
+    boxes = [make_boxes(5, seed=1, spread=30), make_boxes(0, seed=2), make_boxes(7, seed=3,
+                                                                             spread=30)]
+    ours = ops.roi_align(feats, boxes, 3, 0.5, 2, True)
+    theirs = torchvision.ops.roi_align(feats, boxes, 3, 0.5, 2, True)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    module = ops.RoIAlign((3, 3), 0.5, 2, True)
+    torch.testing.assert_close(module(feats, ops.boxes_to_rois(boxes)), ours, atol=0, rtol=0)
+
+
+def test_roi_align_gradcheck_float64():
+    gen = torch.Generator().manual_seed(14)
+    feats = torch.randn(2, 2, 7, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    rois = torch.tensor([[0, 0.3, 0.6, 5.2, 4.9], [1, 2.2, 1.1, 6.7, 6.3],
+                         [1, -1.5, 3.0, 3.4, 8.5]], dtype=torch.float64)
+    for aligned in (False, True):
+        assert torch.autograd.gradcheck(
+            lambda x: ops.roi_align(x, rois, (3, 2), 1.0, 2, aligned), (feats,))
+
+
+def test_roi_align_float16_on_cpu():
+    gen = torch.Generator().manual_seed(15)
+    feats = torch.randn(1, 3, 12, 12, generator=gen)
+    rois = make_rois(10, batch=1, size=12, seed=15)
+    ours = ops.roi_align(feats.half(), rois.half(), 2, 1.0, 2, True)
+    assert ours.dtype == torch.float16
+    reference = torchvision.ops.roi_align(feats.half().float(), rois.half().float(), 2, 1.0, 2,
+                                          True)
+    torch.testing.assert_close(ours.float(), reference, atol=2e-3, rtol=2e-3)
+
+
+def test_roi_align_rejects_bad_input():
+    feats = torch.randn(2, 3, 8, 8)
+    with pytest.raises(ValueError, match=r'rois tensor must be \(K, 5\)'):
+        ops.roi_align(feats, torch.zeros(3, 4), 2)
+    with pytest.raises(ValueError, match='input must be a'):
+        ops.roi_align(feats[0], torch.zeros(1, 5), 2)
+    with pytest.raises(RuntimeError, match='not an image index'):
+        ops.roi_align(feats, torch.tensor([[2.0, 0, 0, 4, 4]]), 2)
+
+
+# ----------------------------------------------------------------------------- fallback
+
+def _sample_ops():
+    boxes, scores = make_boxes(300, seed=16), make_scores(300, seed=16)
+    idxs = torch.arange(300) % 4
+    feats = torch.randn(1, 2, 10, 10, generator=torch.Generator().manual_seed(16))
+    rois = make_rois(8, batch=1, size=10, seed=16)
+    return (ops.nms(boxes, scores, 0.5), ops.batched_nms(boxes, scores, idxs, 0.5),
+            ops.roi_align(feats, rois, 3, 1.0, -1, True))
+
+
+def _assert_same(a, b):
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    torch.testing.assert_close(a[2], b[2], atol=1e-5, rtol=0)
+
+
+def test_forced_torchvision_backend(monkeypatch):
+    expected = _sample_ops()
+    monkeypatch.setenv('DENSEBOX_OPS', 'torchvision')
+    _ext.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # a forced choice warns about nothing
+        assert ops.backend() == 'torchvision'
+        _assert_same(_sample_ops(), expected)
+
+
+def test_unavailable_extension_falls_back_with_one_warning(monkeypatch):
+    expected = _sample_ops()
+
+    def broken_loader(with_cuda):
+        raise _ext.ExtensionBuildError('simulated compiler failure', log_path=None)
+
+    monkeypatch.setattr(_ext, 'load_extension', broken_loader)
+    monkeypatch.setenv('DENSEBOX_OPS', 'auto')
+    _ext.reset()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        got = _sample_ops()
+        again = _sample_ops()
+        assert ops.backend() == 'torchvision'
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1, messages
+    assert 'simulated compiler failure' in messages[0] and 'torchvision' in messages[0]
+    _assert_same(got, expected)
+    _assert_same(again, expected)
+
+    monkeypatch.setenv('DENSEBOX_OPS', 'ext')  # forced: the failure is an error
+    _ext.reset()
+    with pytest.raises(_ext.ExtensionBuildError, match='simulated compiler failure'):
+        ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)
+
+
+def test_bad_backend_name(monkeypatch):
+    monkeypatch.setenv('DENSEBOX_OPS', 'mmcv')
+    _ext.reset()
+    with pytest.raises(ValueError, match='DENSEBOX_OPS'):
+        ops.backend()
+
+
+def test_build_failure_names_its_log(monkeypatch, tmp_path):
+    monkeypatch.setenv('DENSEBOX_OPS_CACHE', str(tmp_path))
+    monkeypatch.setattr(_ext, 'CFLAGS', _ext.CFLAGS + ('-fno-such-flag-densebox',))
+    with pytest.raises(_ext.ExtensionBuildError) as info:
+        _ext.build(with_cuda=False)
+    log = info.value.log_path
+    assert log is not None and log.is_file() and log.parent.parent == tmp_path
+    assert 'fno-such-flag-densebox' in log.read_text()
+    assert str(log) in str(info.value)
+
+
+# ----------------------------------------------------------------------------- CUDA
+
+@needs_cuda
+@pytest.mark.parametrize('n', [1, 63, 64, 65, 1000, 5000, 30000])
+@pytest.mark.parametrize('ties', [False, True])
+def test_cuda_nms_matches_torchvision(n, ties):
+    boxes, scores = make_boxes(n, seed=n, spread=1000).cuda(), make_scores(n, seed=n,
+                                                                           ties=ties).cuda()
+    kept = ops.nms(boxes, scores, 0.5)
+    assert kept.is_cuda and kept.dtype == torch.int64
+    assert torch.equal(kept, torchvision.ops.nms(boxes, scores, 0.5))
+    assert torch.equal(kept.cpu(), ops.nms(boxes.cpu(), scores.cpu(), 0.5))
+
+
+@needs_cuda
+def test_cuda_nms_global_state_path(monkeypatch):
+    boxes, scores = make_boxes(3000, seed=17).cuda(), make_scores(3000, seed=17).cuda()
+    expected = torchvision.ops.nms(boxes, scores, 0.6)
+    monkeypatch.setenv('DENSEBOX_NMS_GLOBAL_STATE', '1')
+    assert torch.equal(ops.nms(boxes, scores, 0.6), expected)
+
+
+@needs_cuda
+@pytest.mark.parametrize('dtype', [torch.float16, torch.float64])
+def test_cuda_nms_dtypes(dtype):
+    boxes = make_boxes(2000, seed=18, spread=500).to('cuda', dtype)
+    scores = make_scores(2000, seed=18).to('cuda', dtype)
+    assert torch.equal(ops.nms(boxes, scores, 0.5), torchvision.ops.nms(boxes, scores, 0.5))
+
+
+@needs_cuda
+def test_cuda_batched_nms_over_images_and_classes():
+    num_images, classes, n = 8, 80, 20000
+    gen = torch.Generator().manual_seed(19)
+    boxes, scores = make_boxes(n, seed=19, spread=600, clusters=40), make_scores(n, seed=19)
+    labels = torch.randint(0, classes, (n,), generator=gen)
+    images = torch.randint(0, num_images, (n,), generator=gen)
+    cpu = ops.batched_nms(boxes, scores, labels, 0.5, image_idxs=images)
+    gpu = ops.batched_nms(boxes.cuda(), scores.cuda(), labels.cuda(), 0.5,
+                          image_idxs=images.cuda())
+    assert torch.equal(gpu.cpu(), cpu)
+    combined = (images * classes + labels).cuda()
+    assert torch.equal(ops.batched_nms(boxes.cuda(), scores.cuda(), combined, 0.5), gpu)
+    # on the CPU with this many boxes torchvision runs plain per-group nms (exact IoUs)
+    assert torch.equal(cpu, torchvision.ops.batched_nms(boxes, scores, combined.cpu(), 0.5))
+
+
+@needs_cuda
+@pytest.mark.parametrize('output_size,scale,ratio,aligned', ROI_CASES)
+def test_cuda_roi_align_matches_torchvision(output_size, scale, ratio, aligned):
+    gen = torch.Generator().manual_seed(20)
+    feats = torch.randn(2, 16, 40, 48, generator=gen).cuda()
+    rois = make_rois(200, batch=2, size=96, seed=20).cuda()
+    x1 = feats.clone().requires_grad_()
+    x2 = feats.clone().requires_grad_()
+    ours = ops.roi_align(x1, rois, output_size, scale, ratio, aligned)
+    theirs = torchvision.ops.roi_align(x2, rois, output_size, scale, ratio, aligned)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    grad = torch.randn(ours.shape, generator=gen).cuda()
+    ours.backward(grad)
+    theirs.backward(grad)
+    torch.testing.assert_close(x1.grad, x2.grad, atol=1e-4, rtol=0)
+    cpu = ops.roi_align(feats.cpu(), rois.cpu(), output_size, scale, ratio, aligned)
+    torch.testing.assert_close(ours.cpu(), cpu, atol=1e-5, rtol=0)
+
+
+@needs_cuda
+def test_cuda_roi_align_half_and_gradcheck():
+    gen = torch.Generator().manual_seed(21)
+    feats = torch.randn(1, 4, 16, 16, generator=gen).cuda()
+    rois = make_rois(30, batch=1, size=16, seed=21).cuda()
+    half = ops.roi_align(feats.half(), rois.half(), 3, 1.0, 2, True)
+    full = ops.roi_align(feats.half().float(), rois.half().float(), 3, 1.0, 2, True)
+    assert half.dtype == torch.float16
+    torch.testing.assert_close(half.float(), full, atol=2e-3, rtol=2e-3)
+    x = torch.randn(1, 2, 6, 6, generator=gen, dtype=torch.float64).cuda().requires_grad_()
+    r = torch.tensor([[0, 0.5, 0.2, 4.1, 5.3]], dtype=torch.float64).cuda()
+    assert torch.autograd.gradcheck(lambda t: ops.roi_align(t, r, 2, 1.0, 2, False), (x,))

@@ -1,0 +1,216 @@
+"""IoUMetric against plain numpy references and against the official Cityscapes evaluation."""
+import os
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from mmengine.evaluator import Evaluator
+from mmengine.structures import PixelData
+from PIL import Image
+
+from densebox.datasets.cityscapes import CITYSCAPES_CLASSES
+from densebox.evaluation.cityscapes_metric import CityscapesMetric, train_id_to_label_id_lut
+from densebox.evaluation.iou_metric import IoUMetric, confusion_histogram
+from densebox.structures import SegDataSample
+
+
+def numpy_reference(pairs, num_classes, ignore_index=255):
+    """Per-class IoU / Acc and aAcc with one boolean mask per class (no histogram)."""
+    inter = np.zeros(num_classes)
+    gt_area = np.zeros(num_classes)
+    pred_area = np.zeros(num_classes)
+    correct = total = 0
+    for pred, gt in pairs:
+        valid = gt != ignore_index
+        for c in range(num_classes):
+            inter[c] += np.sum((pred == c) & (gt == c) & valid)
+            gt_area[c] += np.sum((gt == c) & valid)
+            pred_area[c] += np.sum((pred == c) & valid)
+        correct += np.sum((pred == gt) & valid)
+        total += np.sum(valid)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        iou = inter / (gt_area + pred_area - inter)
+        acc = inter / gt_area
+    return iou, acc, correct / total
+
+
+def make_sample(pred, gt, **meta):
+    sample = SegDataSample(metainfo=meta)
+    sample.pred_sem_seg = PixelData(data=torch.as_tensor(pred)[None])
+    sample.gt_sem_seg = PixelData(data=torch.as_tensor(gt)[None])
+    return sample
+
+
+def random_pairs(rng, num_classes, shapes, absent=()):
+    """Correlated (pred, gt) int64 maps; classes in ``absent`` appear in neither."""
+    keep = np.array([c for c in range(num_classes) if c not in absent])
+    pairs = []
+    for shape in shapes:
+        gt = rng.choice(keep, size=shape)
+        gt[rng.random(shape) < 0.1] = 255
+        pred = np.where(rng.random(shape) < 0.6, gt, rng.choice(keep, size=shape))
+        pred[pred == 255] = keep[0]
+        pairs.append((pred.astype(np.int64), gt.astype(np.int64)))
+    return pairs
+
+
+def test_confusion_histogram_matches_histogram2d():
+    rng = np.random.default_rng(0)
+    gt = rng.integers(0, 6, (40, 50))
+    gt[rng.random(gt.shape) < 0.2] = 255
+    pred = rng.integers(0, 6, (40, 50))
+    hist = confusion_histogram(torch.from_numpy(pred), torch.from_numpy(gt), 6).numpy()
+    valid = gt != 255
+    ref, _, _ = np.histogram2d(gt[valid], pred[valid], bins=6, range=[[0, 6], [0, 6]])
+    np.testing.assert_array_equal(hist, ref.astype(np.int64))
+    assert hist.sum() == valid.sum()
+
+
+def test_confusion_histogram_rejects_bad_labels():
+    pred = torch.zeros(4, 4, dtype=torch.int64)
+    gt = torch.zeros(4, 4, dtype=torch.int64)
+    gt[0, 0] = 7                                   # not a class, not ignore_index
+    with pytest.raises(ValueError, match='outside'):
+        confusion_histogram(pred, gt, 5)
+    with pytest.raises(ValueError, match='shape'):
+        confusion_histogram(pred, gt[:2], 5)
+
+
+@pytest.mark.parametrize('nan_to_num', [None, 0.0])
+def test_iou_metric_matches_numpy_reference(nan_to_num):
+    num_classes = 7
+    rng = np.random.default_rng(1)
+    # class 5 is absent from ground truth and prediction: NaN, skipped unless nan_to_num.
+    pairs = random_pairs(rng, num_classes, [(30, 40), (25, 33), (16, 16)], absent=(5, 6))
+    # class 6 is predicted but never in the ground truth: IoU 0 (counted), Acc NaN.
+    pairs[0][0][0, :10] = 6
+    metric = IoUMetric(iou_metrics=['mIoU', 'mDice'], nan_to_num=nan_to_num)
+    evaluator = Evaluator(metric)
+    evaluator.dataset_meta = dict(classes=tuple(f'c{i}' for i in range(num_classes)))
+    # two batches, through mmengine's Evaluator (which hands the metric plain dicts)
+    evaluator.process([make_sample(*p) for p in pairs[:2]])
+    evaluator.process([make_sample(*pairs[2])])
+    res = evaluator.evaluate(3)
+
+    iou, acc, aacc = numpy_reference(pairs, num_classes)
+    assert np.isnan(iou[5]) and iou[6] == 0 and np.isnan(acc[6])
+    if nan_to_num is not None:
+        iou, acc = np.nan_to_num(iou, nan=nan_to_num), np.nan_to_num(acc, nan=nan_to_num)
+    assert res['aAcc'] == pytest.approx(aacc * 100)
+    assert res['mIoU'] == pytest.approx(np.nanmean(iou) * 100)
+    assert res['mAcc'] == pytest.approx(np.nanmean(acc) * 100)
+    assert 0 < res['mDice'] < 100 and res['mDice'] > res['mIoU']
+    assert set(res) == {'aAcc', 'mIoU', 'mAcc', 'mDice'}
+
+
+def test_iou_metric_perfect_and_error_messages():
+    metric = IoUMetric()
+    metric.dataset_meta = dict(classes=('a', 'b', 'c'))
+    gt = torch.tensor([[0, 1], [2, 255]])
+    metric.process({}, [make_sample(gt.clamp(max=2), gt).to_dict()])
+    res = metric.evaluate(1)
+    assert res == {'aAcc': 100.0, 'mIoU': 100.0, 'mAcc': 100.0}
+    with pytest.raises(ValueError, match=r'x.png.*ground truth \[\], prediction \[3\]'):
+        metric.process({}, [make_sample(gt.clamp(max=2) + 1, gt, img_path='x.png').to_dict()])
+    with pytest.raises(ValueError, match='classes'):
+        IoUMetric().process({}, [make_sample(gt, gt).to_dict()])
+
+
+# ---------------------------------------------------------------- Cityscapes, official code
+def label_id_to_train_id(label_ids):
+    from cityscapesscripts.helpers.labels import labels
+    lut = np.full(256, 255, dtype=np.uint8)
+    for label in labels:
+        if label.id >= 0:
+            lut[label.id] = label.trainId if 0 <= label.trainId < 255 else 255
+    return lut[label_ids]
+
+
+def write_fake_cityscapes(root, rng, split='val', size=(64, 128)):
+    """gtFine/leftImg8bit files of 3 images in 2 cities, named as cityscapesscripts expects.
+
+    Ground truth uses every label id 0..33 except 'bus' (28) and 'train' (31); the
+    predictions below contain 'bus' (IoU 0 in both evaluators) but no 'train' (NaN, skipped).
+    """
+    ids = np.array([i for i in range(34) if i not in (28, 31)])
+    out = []
+    for k, (city, seq, frame) in enumerate([('aachen', 0, 19), ('aachen', 1, 42),
+                                            ('bonn', 5, 7)]):
+        stem = f'{city}_{seq:06d}_{frame:06d}'
+        img_dir = osp.join(root, 'leftImg8bit', split, city)
+        gt_dir = osp.join(root, 'gtFine', split, city)
+        os.makedirs(img_dir, exist_ok=True)
+        os.makedirs(gt_dir, exist_ok=True)
+        label_ids = rng.choice(ids, size=size).astype(np.uint8)
+        # blocks, so that crops and resizes see regions rather than noise
+        label_ids = np.kron(label_ids[::8, ::8], np.ones((8, 8), np.uint8))
+        train_ids = label_id_to_train_id(label_ids)
+        instance_ids = label_ids.astype(np.uint16)      # 16-bit png, as in gtFine
+        instance_ids[label_ids == 26] = 26000 + k          # one car instance per image
+        Image.fromarray(rng.integers(0, 255, size + (3,), dtype=np.uint8)).save(
+            osp.join(img_dir, stem + '_leftImg8bit.png'))
+        Image.fromarray(label_ids).save(osp.join(gt_dir, stem + '_gtFine_labelIds.png'))
+        Image.fromarray(train_ids).save(osp.join(gt_dir, stem + '_gtFine_labelTrainIds.png'))
+        Image.fromarray(instance_ids).save(osp.join(gt_dir, stem + '_gtFine_instanceIds.png'))
+        out.append((osp.join(img_dir, stem + '_leftImg8bit.png'),
+                    osp.join(gt_dir, stem + '_gtFine_labelTrainIds.png'), train_ids))
+    return out
+
+
+def cityscapes_samples(files, rng):
+    samples = []
+    for img_path, seg_path, train_ids in files:
+        pred = np.where(rng.random(train_ids.shape) < 0.5, train_ids,
+                        rng.integers(0, 19, train_ids.shape))
+        pred[pred == 255] = 0
+        pred[pred == 16] = 14            # 'train': absent from gt and prediction -> NaN
+        assert (pred == 15).any() and not (train_ids == 15).any()   # 'bus' only predicted
+        samples.append(make_sample(pred.astype(np.int64), train_ids.astype(np.int64),
+                                   img_path=img_path, seg_map_path=seg_path))
+    return samples
+
+
+def test_train_id_lut():
+    lut = train_id_to_label_id_lut()
+    assert lut[0] == 7 and lut[13] == 26 and lut[18] == 33 and lut[19] == 255
+
+
+def test_iou_metric_equals_official_cityscapes_evaluation(tmp_path):
+    rng = np.random.default_rng(2)
+    files = write_fake_cityscapes(str(tmp_path / 'cityscapes'), rng)
+    out_dir = str(tmp_path / 'preds')
+    evaluator = Evaluator([IoUMetric(),
+                           CityscapesMetric(output_dir=out_dir, eval_inst_level=True)])
+    evaluator.dataset_meta = dict(classes=CITYSCAPES_CLASSES)
+    samples = cityscapes_samples(files, rng)
+    evaluator.process(samples[:2])
+    evaluator.process(samples[2:])
+    res = evaluator.evaluate(len(samples))
+    assert res['mIoU'] == pytest.approx(res['cityscapes/mIoU'], abs=1e-9)
+    assert 5 < res['mIoU'] < 95
+    assert 0 < res['cityscapes/mIoU_category'] <= 100
+    assert np.isfinite(res['cityscapes/nIoU'])
+    # predictions were written as <city>_<seq>_<frame>_leftImg8bit.png and removed after
+    assert os.listdir(out_dir) == []
+
+
+def test_cityscapes_metric_keeps_label_id_pngs_and_checks_gt(tmp_path):
+    rng = np.random.default_rng(3)
+    files = write_fake_cityscapes(str(tmp_path / 'cs'), rng)
+    samples = [s.to_dict() for s in cityscapes_samples(files, rng)]
+    metric = CityscapesMetric(output_dir=str(tmp_path / 'out'), keep_results=True)
+    metric.dataset_meta = dict(classes=CITYSCAPES_CLASSES)
+    metric.process({}, samples)
+    res = metric.evaluate(len(samples))
+    assert set(res) == {'cityscapes/mIoU', 'cityscapes/mIoU_category'}
+    kept = sorted(os.listdir(tmp_path / 'out'))
+    assert kept == sorted(osp.basename(f[0]) for f in files)
+    written = np.array(Image.open(tmp_path / 'out' / kept[0]))
+    pred = samples[0]['pred_sem_seg']['data'][0].numpy()
+    np.testing.assert_array_equal(written, train_id_to_label_id_lut()[pred])
+
+    os.remove(files[1][1].replace('labelTrainIds', 'labelIds'))
+    metric.process({}, samples)
+    with pytest.raises(FileNotFoundError, match='aachen_000001_000042_gtFine_labelIds.png'):
+        metric.evaluate(len(samples))

@@ -1,0 +1,181 @@
+"""SSD parts: default boxes, box coder, matcher, hard negative mining, model shapes."""
+import math
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.structures import InstanceData
+
+from densebox.models.det_heads import (DeltaXYWHBoxCoder, SSDAnchorGenerator, SSDMatcher,
+                                       hard_negative_mask)
+import densebox.models  # noqa: F401  (registers the model parts)
+from mmengine.registry import init_default_scope
+from densebox.registry import MODELS
+from densebox.structures import DetDataSample, bbox_iou
+
+init_default_scope('densebox')
+
+
+def _anchor_generator(config_path):
+    cfg = Config.fromfile(config_path).model.bbox_head.anchor_generator
+    return SSDAnchorGenerator(**{k: v for k, v in cfg.items() if k != 'type'})
+
+
+@pytest.mark.parametrize('config,fmaps,total', [
+    ('configs/ssd300_voc.py', [38, 19, 10, 5, 3, 1], 8732),
+    ('configs/ssd300_coco.py', [38, 19, 10, 5, 3, 1], 8732),
+    ('configs/ssd512_voc.py', [64, 32, 16, 8, 4, 2, 1], 24564),
+    ('configs/ssd512_coco.py', [64, 32, 16, 8, 4, 2, 1], 24564),
+])
+def test_anchor_counts(config, fmaps, total):
+    gen = _anchor_generator(config)
+    anchors = gen.grid_anchors([(s, s) for s in fmaps])
+    assert anchors.shape == (total, 4)
+
+
+def test_ssd300_voc_anchor_sizes_and_centres():
+    gen = _anchor_generator('configs/ssd300_voc.py')
+    fmaps = [38, 19, 10, 5, 3, 1]
+    anchors = gen.grid_anchors([(s, s) for s in fmaps])
+    assert gen.num_base_anchors == [4, 6, 6, 6, 4, 4]
+    mins = (30, 60, 111, 162, 213, 264)
+    maxs = (60, 111, 162, 213, 264, 315)
+    steps = (8, 16, 32, 64, 100, 300)
+    start = 0
+    for k, (s, n) in enumerate(zip(fmaps, gen.num_base_anchors)):
+        level = anchors[start:start + s * s * n].view(s, s, n, 4)
+        start += s * s * n
+        wh = level[..., 2:] - level[..., :2]
+        centre = (level[..., 2:] + level[..., :2]) / 2
+        # First cell, first box: a square of min_size centred at (step/2, step/2).
+        assert torch.allclose(wh[0, 0, 0], torch.tensor([mins[k], mins[k]], dtype=torch.float32))
+        extra = math.sqrt(mins[k] * maxs[k])
+        assert torch.allclose(wh[0, 0, 1], torch.tensor([extra, extra]), atol=1e-4)
+        ratio2 = torch.tensor([mins[k] * math.sqrt(2), mins[k] / math.sqrt(2)])
+        assert torch.allclose(wh[0, 0, 2], ratio2, atol=1e-4)
+        assert torch.allclose(wh[0, 0, 3], ratio2.flip(0), atol=1e-4)
+        # Row i, column j is centred at ((j + 0.5) step, (i + 0.5) step).
+        i, j = s - 1, 0
+        assert torch.allclose(centre[i, j, 0], torch.tensor([(j + .5) * steps[k], (i + .5) * steps[k]]))
+
+
+def test_box_coder_round_trip():
+    torch.manual_seed(0)
+    anchors = torch.rand(500, 2) * 200
+    anchors = torch.cat([anchors, anchors + 5 + torch.rand(500, 2) * 100], 1)
+    boxes = torch.rand(500, 2) * 200
+    boxes = torch.cat([boxes, boxes + 1 + torch.rand(500, 2) * 150], 1)
+    coder = DeltaXYWHBoxCoder(variances=(0.1, 0.1, 0.2, 0.2))
+    deltas = coder.encode(anchors, boxes)
+    assert torch.allclose(coder.decode(anchors, deltas), boxes, atol=1e-3)
+    # Variances scale the targets: centre offsets by 1/0.1, log sizes by 1/0.2.
+    plain = DeltaXYWHBoxCoder(variances=(1, 1, 1, 1)).encode(anchors, boxes)
+    assert torch.allclose(deltas, plain / torch.tensor([0.1, 0.1, 0.2, 0.2]), atol=1e-4)
+
+
+def test_matcher_every_gt_gets_its_best_prior():
+    torch.manual_seed(1)
+    gen = _anchor_generator('configs/ssd300_voc.py')
+    anchors = gen.grid_anchors([(s, s) for s in [38, 19, 10, 5, 3, 1]])
+    # Small, oddly shaped boxes that no prior overlaps by 0.5, plus ordinary ones.
+    gt = torch.tensor([[[10., 10, 14, 40], [100, 100, 200, 180], [250, 5, 299, 12], [0, 0, 0, 0]],
+                       [[30., 40, 90, 100], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]])
+    valid = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    matched, _ = SSDMatcher(0.5, 0.5)(anchors, gt, valid)
+    iou = bbox_iou(gt, anchors[None].expand(2, -1, -1))
+    for b in range(2):
+        for g in range(int(valid[b].sum())):
+            assert matched[b, iou[b, g].argmax()] == g
+        # Every other positive has IoU >= 0.5 with its ground truth; padding is never matched.
+        pos = matched[b] >= 0
+        assert (matched[b][pos] < valid[b].sum()).all()
+        best = iou[b][:, pos].max(0).values
+        forced = torch.zeros_like(pos)
+        forced[iou[b, :int(valid[b].sum())].argmax(1)] = True
+        assert (best[~forced[pos]] >= 0.5).all()
+        assert ((matched[b] == -1) == (~pos)).all()
+
+
+def test_hard_negative_mining_keeps_exactly_top_3n():
+    torch.manual_seed(2)
+    loss = torch.rand(3, 1000)
+    negative = torch.rand(3, 1000) > 0.1
+    num_pos = torch.tensor([5, 0, 400])  # 400 * 3 exceeds the negatives available
+    keep = hard_negative_mask(loss, negative, num_pos * 3)
+    for b in range(3):
+        candidates = loss[b][negative[b]]
+        n = min(int(num_pos[b]) * 3, len(candidates))
+        assert int(keep[b].sum()) == n
+        assert not (keep[b] & ~negative[b]).any()
+        expected = set(torch.nonzero(negative[b]).flatten()[candidates.argsort(descending=True)[:n]].tolist())
+        assert set(torch.nonzero(keep[b]).flatten().tolist()) == expected
+
+
+def _build(config_path, **head):
+    cfg = Config.fromfile(config_path).model
+    cfg.bbox_head.update(head)
+    model = MODELS.build(cfg)
+    model.init_weights()
+    return model
+
+
+def test_ssd300_parameters_and_outputs():
+    model = _build('configs/ssd300_voc.py')
+    # Same count as mmdetection's SSD300 VOC and torchvision's ssd300_vgg16 with 21 classes.
+    assert sum(p.numel() for p in model.parameters()) == 26_285_486
+    model.eval()
+    with torch.no_grad():
+        cls, reg = model(torch.zeros(1, 3, 300, 300), mode='tensor')
+    assert cls.shape == (1, 8732, 21) and reg.shape == (1, 8732, 4)
+
+
+def _sample(boxes, labels, size=96, scale=(1.0, 1.0)):
+    s = DetDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size), scale_factor=scale))
+    s.gt_instances = InstanceData(bboxes=torch.tensor(boxes, dtype=torch.float32).view(-1, 4),
+                                  labels=torch.tensor(labels, dtype=torch.long))
+    return s
+
+
+def _tiny_ssd():
+    cfg = dict(
+        type='SingleStageDetector',
+        data_preprocessor=dict(type='DetDataPreprocessor', mean=[128] * 3, std=[64] * 3),
+        backbone=dict(type='SSDVGG', arch='vgg16-quarter'),
+        neck=dict(type='SSDNeck', in_channels=(128, 256), out_channels=(128, 256, 128, 64),
+                  level_strides=(2, 2), level_paddings=(1, 1)),
+        bbox_head=dict(type='SSDHead', num_classes=3, in_channels=(128, 256, 128, 64),
+                       anchor_generator=dict(type='SSDAnchorGenerator', input_size=96,
+                                             strides=(8, 16, 32, 64), min_sizes=(10, 25, 45, 70),
+                                             max_sizes=(25, 45, 70, 96),
+                                             ratios=([2], [2, 3], [2], [2]))))
+    model = MODELS.build(cfg)
+    model.init_weights()
+    return model
+
+
+def test_loss_decreases_and_predict_rescales():
+    torch.manual_seed(0)
+    model = _tiny_ssd()
+    x = torch.rand(2, 3, 96, 96)
+    samples = [_sample([[10, 10, 50, 60]], [1]), _sample([[20, 30, 90, 80], [5, 5, 30, 20]], [0, 2])]
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    losses = []
+    for _ in range(8):
+        loss = model(x, samples, mode='loss')
+        total = loss['loss_cls'] + loss['loss_bbox']
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        losses.append(total.item())
+    assert losses[-1] < losses[0]
+
+    model.eval()
+    scaled = [_sample([[0, 0, 1, 1]], [0], scale=(0.5, 0.25)), _sample([[0, 0, 1, 1]], [0])]
+    with torch.no_grad():
+        out = model(x, scaled, mode='predict')
+        plain = model(x, [_sample([[0, 0, 1, 1]], [0]), _sample([[0, 0, 1, 1]], [0])], mode='predict')
+    p, q = out[0].pred_instances, plain[0].pred_instances
+    assert len(p) > 0 and len(p) <= 200
+    assert torch.allclose(p.bboxes, q.bboxes / torch.tensor([0.5, 0.25, 0.5, 0.25]))
+    assert (p.scores[:-1] >= p.scores[1:]).all()
+    assert p.labels.min() >= 0 and p.labels.max() < 3
