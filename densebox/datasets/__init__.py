@@ -1,9 +1,17 @@
 """Data sets (registered in ``densebox.registry.DATASETS``) and the synthetic shapes data."""
 from . import transforms  # noqa: F401  (registers the transforms)
+from .ade20k import ADE20K_CLASSES, ADE20KDataset
 from .base_det import BaseDetDataset
+from .base_seg import BaseSegDataset
+from .cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, CityscapesDataset
 from .coco import COCO_CLASSES, CocoDetDataset
 from .shapes import SHAPES_CLASSES, ensure_shapes, generate_shapes
+from .shapes_seg import SHAPES_SEG_CLASSES, ShapesSegDataset
 from .voc import VOC_CLASSES, VOCDataset
+from .voc_seg import VOC_SEG_CLASSES, VOCSegDataset, voc_colormap
 
-__all__ = ['BaseDetDataset', 'CocoDetDataset', 'COCO_CLASSES', 'VOCDataset', 'VOC_CLASSES',
-           'SHAPES_CLASSES', 'ensure_shapes', 'generate_shapes']
+__all__ = ['ADE20K_CLASSES', 'ADE20KDataset', 'BaseDetDataset', 'BaseSegDataset',
+           'CITYSCAPES_CLASSES', 'CITYSCAPES_PALETTE', 'CityscapesDataset', 'COCO_CLASSES',
+           'CocoDetDataset', 'SHAPES_CLASSES', 'ensure_shapes', 'generate_shapes',
+           'SHAPES_SEG_CLASSES', 'ShapesSegDataset', 'VOC_CLASSES', 'VOCDataset',
+           'VOC_SEG_CLASSES', 'VOCSegDataset', 'voc_colormap']

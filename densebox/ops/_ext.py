@@ -152,6 +152,15 @@ def _build_env(with_cuda: bool, cuda_home: Path | None):
                 os.environ[key] = value
 
 
+def _first_error(exc: BaseException) -> str:
+    """The most telling line of a build failure: the first compiler error, if any."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if 'error' in line.lower() and not line.startswith('['):
+            return line[:300]
+    return lines[0][:300] if lines else type(exc).__name__
+
+
 def build(with_cuda: bool, verbose: bool = False) -> Ops:
     """Compile (or reuse the cached build of) the extension and import it.
 
@@ -203,8 +212,8 @@ def build(with_cuda: bool, verbose: bool = False) -> Ops:
                 f"CUDA_HOME={os.environ.get('CUDA_HOME')} "
                 f"TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST')}\n\n"
                 + ''.join(traceback.format_exception(exc)))
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ExtensionBuildError(f'building {name} failed: {first}', log_path) from exc
+            raise ExtensionBuildError(f'building {name} failed: {_first_error(exc)}',
+                                      log_path) from exc
     seconds = time.perf_counter() - start
     with contextlib.suppress(OSError):
         log_path.write_text(f'densebox.ops: {library} loaded as torch.ops.{name} '

@@ -8,8 +8,7 @@ crop_size = (512, 512)  # (h, w)
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=False, with_label=False, with_seg=True,
-         reduce_zero_label=True),
+    dict(type='LoadAnnotations', with_bbox=False, with_label=False, with_seg=True),
     dict(type='RandomResize', scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),
@@ -20,8 +19,7 @@ train_pipeline = [
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(2048, 512), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=False, with_label=False, with_seg=True,
-         reduce_zero_label=True),
+    dict(type='LoadAnnotations', with_bbox=False, with_label=False, with_seg=True),
     dict(type='PackSegInputs'),
 ]
 

@@ -4,6 +4,8 @@ from .formatting import PackDetInputs, PackSegInputs
 from .geometric import Expand, MinIoURandomCrop, RandomFlip, Resize
 from .loading import LoadAnnotations, LoadImageFromFile
 from .photometric import PhotoMetricDistortion
+from .seg_transforms import RandomCrop, RandomResize, SegPad
 
 __all__ = ['Albu', 'PackDetInputs', 'PackSegInputs', 'Expand', 'MinIoURandomCrop', 'RandomFlip',
-           'Resize', 'LoadAnnotations', 'LoadImageFromFile', 'PhotoMetricDistortion']
+           'Resize', 'LoadAnnotations', 'LoadImageFromFile', 'PhotoMetricDistortion',
+           'RandomCrop', 'RandomResize', 'SegPad']

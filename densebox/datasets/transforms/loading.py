@@ -99,12 +99,15 @@ class LoadAnnotations(BaseTransform):
     Args:
         with_bbox / with_label / with_seg: which fields to load.
         reduce_zero_label: for seg maps whose 0 means "unlabelled" (ADE20K): 0 -> 255 and
-            every other index minus 1.
+            every other index minus 1. None (default) takes the data set's setting, which
+            segmentation data sets put in every sample.
+    A sample's ``label_map`` (old class index -> new index, 255 to drop), set when a data set
+    is restricted to a subset of its classes, is applied to the loaded seg map.
         backend_args: mmengine file backend arguments for the seg map.
     """
 
     def __init__(self, with_bbox: bool = True, with_label: bool = True, with_seg: bool = False,
-                 reduce_zero_label: bool = False, backend_args: Optional[dict] = None):
+                 reduce_zero_label: Optional[bool] = None, backend_args: Optional[dict] = None):
         self.with_bbox = with_bbox
         self.with_label = with_label
         self.with_seg = with_seg
@@ -155,11 +158,20 @@ class LoadAnnotations(BaseTransform):
             seg = seg.astype(np.uint8)
         else:
             seg = seg.copy()
-        if self.reduce_zero_label:
+        reduce_zero_label = self.reduce_zero_label
+        if reduce_zero_label is None:
+            reduce_zero_label = bool(results.get('reduce_zero_label', False))
+        if reduce_zero_label:
             seg = seg.astype(np.int16) - 1
             seg[seg < 0] = 255
             seg[seg == 254] = 255
             seg = seg.astype(np.uint8)
+        label_map = results.get('label_map')
+        if label_map:
+            lookup = np.arange(256, dtype=np.uint8)
+            for old, new in label_map.items():
+                lookup[old] = new
+            seg = lookup[seg]
         return seg
 
     def __repr__(self) -> str:

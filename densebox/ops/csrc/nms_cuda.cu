@@ -12,9 +12,14 @@
 //    appended to a device buffer together with a device-side count.
 // Only the count (8 bytes) travels to the host, to size the returned tensor; torchvision
 // copies the whole N x N/64 mask to the host and reduces it there.
+// Light headers only: ATen/cuda/CUDAContext.h would pull in cuBLAS / cuSPARSE headers,
+// which a minimal CUDA toolkit does not ship.
 #include <ATen/AccumulateType.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <ATen/Dispatch.h>
+#include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include <cstdlib>
 
@@ -195,7 +200,7 @@ at::Tensor nms_cuda(const at::Tensor& boxes, const at::Tensor& scores,
   at::Tensor removed = smem ? at::Tensor() : at::empty({col_blocks}, long_opts);
   const int64_t* group_ptr = o.groups.defined() ? o.groups.data_ptr<int64_t>() : nullptr;
   auto* mask_ptr = reinterpret_cast<unsigned long long*>(mask.data_ptr<int64_t>());
-  const auto stream = at::cuda::getCurrentCUDAStream();
+  const auto stream = c10::cuda::getCurrentCUDAStream();
 
   const dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(col_blocks));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, sorted.scalar_type(),

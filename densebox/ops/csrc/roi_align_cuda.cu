@@ -2,9 +2,15 @@
 // element (backward, atomic adds into the input gradient). float16 / bfloat16 tensors are
 // computed in float32; float32 / float64 use the same arithmetic as the CPU kernel.
 #include <ATen/AccumulateType.h>
+#include <ATen/Dispatch.h>
 #include <ATen/cuda/Atomic.cuh>
-#include <ATen/cuda/CUDAContext.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <algorithm>
 
 #include "ops.h"
 #include "roi_align_common.h"
@@ -112,7 +118,7 @@ at::Tensor roi_align_forward_cuda(const at::Tensor& input, const at::Tensor& roi
   const Dims d{static_cast<int>(in.size(0)), static_cast<int>(in.size(1)), static_cast<int>(in.size(2)),
                static_cast<int>(in.size(3)), static_cast<int>(pooled_h),
                static_cast<int>(pooled_w)};
-  const auto stream = at::cuda::getCurrentCUDAStream();
+  const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(),
                                   "densebox_roi_align_forward_cuda", [&] {
     using acc_t = at::acc_type<scalar_t, true>;
@@ -137,7 +143,7 @@ at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& roi
   if (total == 0) return grad_input;
   const Dims d{static_cast<int>(batch), static_cast<int>(channels), static_cast<int>(height), static_cast<int>(width),
                static_cast<int>(pooled_h), static_cast<int>(pooled_w)};
-  const auto stream = at::cuda::getCurrentCUDAStream();
+  const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(),
                                   "densebox_roi_align_backward_cuda", [&] {
     using acc_t = at::acc_type<scalar_t, true>;
