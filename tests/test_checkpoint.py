@@ -24,10 +24,12 @@ def _mmengine_like_checkpoint():
                 extra=np.arange(6, dtype=np.float32).reshape(2, 3))
 
 
-def test_mmengine_checkpoint_loads_weights_only(tmp_path):
+def test_mmengine_checkpoint_loads_weights_only(tmp_path, monkeypatch):
     ckpt = _mmengine_like_checkpoint()
     path = str(tmp_path / 'epoch_1.pth')
     atomic_save_checkpoint(ckpt, path)
+    # A fresh process has not yet filled HistoryBuffer's class-level statistics table.
+    monkeypatch.setattr(HistoryBuffer, '_statistics_methods', {})
     loaded = _load_checkpoint(path, map_location='cpu')  # mmengine's loader, patched by densebox
     assert torch.equal(loaded['state_dict']['w'], ckpt['state_dict']['w'])
     assert loaded['message_hub']['log_scalars']['train/loss'].mean() == pytest.approx(0.375)
@@ -51,6 +53,22 @@ def test_malicious_checkpoint_is_refused_without_running_code(tmp_path):
     with pytest.raises(RuntimeError, match='evil.pth'):
         _load_checkpoint(str(path), map_location='cpu')
     assert not marker.exists()
+
+
+def test_getattr_is_limited_to_history_buffer_statistics(tmp_path):
+    class Sneaky:
+        def __reduce__(self):
+            return (getattr, (HistoryBuffer, '__init__'))
+
+    path = tmp_path / 'sneaky.pth'
+    torch.save({'x': Sneaky()}, path)
+    with pytest.raises(Exception, match='__init__'):
+        safe_torch_load(str(path))
+
+
+def test_missing_checkpoint_is_a_file_not_found_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        _load_checkpoint(str(tmp_path / 'nope.pth'), map_location='cpu')
 
 
 def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ complete, so a run killed while saving never leaves a truncated checkpoint behin
 """
 import io
 import os
+import pickle
 import os.path as osp
 import tempfile
 
@@ -32,6 +33,10 @@ def _numpy_safe_globals() -> list:
     return [_reconstruct, scalar, np.ndarray, np.dtype, *dtype_classes]
 
 
+# HistoryBuffer's built-in statistics (custom ones are registered on the class at run time).
+_HISTORY_STATISTICS = frozenset({'min', 'max', 'current', 'mean'})
+
+
 def _history_buffer_getattr(obj, name: str):
     """Stands in for ``getattr`` while unpickling.
 
@@ -40,7 +45,8 @@ def _history_buffer_getattr(obj, name: str):
     attribute of any object (``getattr(os, 'system')``), so only those methods of a
     ``HistoryBuffer`` are handed out.
     """
-    if (obj is HistoryBuffer or isinstance(obj, HistoryBuffer)) and name in HistoryBuffer._statistics_methods:
+    allowed = _HISTORY_STATISTICS | set(HistoryBuffer._statistics_methods)
+    if (obj is HistoryBuffer or isinstance(obj, HistoryBuffer)) and name in allowed:
         return getattr(obj, name)
     raise RuntimeError(f'checkpoint asks for attribute {name!r} of a {type(obj).__name__}; '
                        'only HistoryBuffer statistics may be looked up')
@@ -58,7 +64,7 @@ def safe_torch_load(filename, map_location=None):
     with torch.serialization.safe_globals(SAFE_GLOBALS):
         try:
             return torch.load(filename, map_location=map_location, weights_only=True)
-        except Exception as err:  # pickle.UnpicklingError and friends
+        except pickle.UnpicklingError as err:
             name = filename if isinstance(filename, (str, os.PathLike)) else 'the checkpoint'
             raise RuntimeError(
                 f'{name} could not be loaded with weights_only=True: it holds objects other '

@@ -186,7 +186,11 @@ def build(with_cuda: bool, verbose: bool = False) -> Ops:
             'bin/nvcc and lib64/libcudart.so)')
     tag = build_tag(with_cuda)
     build_dir = cache_root() / tag
-    build_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        build_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ExtensionBuildError(f'cannot create the build folder {build_dir} ({error}); '
+                                  f'point {ENV_CACHE} at a writable folder') from error
     log_path = build_dir / 'build.log'
     sources = [str(CSRC / s) for s in CPU_SOURCES + (CUDA_SOURCES if with_cuda else ())]
     name = f"densebox_ops_{'cuda' if with_cuda else 'cpu'}_{tag.rsplit('_', 1)[-1]}"
@@ -255,7 +259,7 @@ def _warn_once(message: str) -> None:
     global _warned
     if not _warned:
         _warned = True
-        warnings.warn(message, RuntimeWarning, stacklevel=4)
+        warnings.warn(message, RuntimeWarning, stacklevel=6)  # the caller of nms() etc.
 
 
 def _decide() -> _Choice:

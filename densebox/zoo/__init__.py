@@ -1,0 +1,18 @@
+"""densebox model zoo: published weights, where they are, and how they become densebox
+checkpoints. See :mod:`densebox.zoo.manifest` for the entries and
+:func:`get_checkpoint` for the cache / download / verify / convert rules.
+
+    from densebox import zoo
+    zoo.list_models()
+    path = zoo.get_checkpoint('ssd300_coco_mmdet', download=True, allow_unverified=True)
+    model = densebox.init_model('ssd300_coco_mmdet')
+"""
+from .converters import CONVERTERS, get_converter
+from .hub import (ALLOW_DOWNLOAD_ENV, HOME_ENV, ChecksumError, cache_dir, clear_cache,
+                  get_checkpoint, get_entry, list_models, register_model, sha256_file,
+                  source_path)
+from .manifest import MANIFEST
+
+__all__ = ['MANIFEST', 'CONVERTERS', 'get_converter', 'ALLOW_DOWNLOAD_ENV', 'HOME_ENV',
+           'ChecksumError', 'cache_dir', 'clear_cache', 'get_checkpoint', 'get_entry',
+           'list_models', 'register_model', 'sha256_file', 'source_path']

@@ -1,0 +1,40 @@
+"""Converter names used by the zoo manifest -> functions.
+
+A converter is called as ``fn(checkpoint, cfg, **converter_args)`` with the loaded source
+file (a dict) and the densebox Config of the entry (None for backbone weights). It returns
+a densebox state dict, or ``{'state_dict': ..., 'meta': {...}}``.
+"""
+import importlib
+from typing import Callable, Dict
+
+__all__ = ['CONVERTERS', 'get_converter']
+
+
+def _torchvision_ssd300(checkpoint: dict, cfg=None, **kwargs):
+    from densebox.converters.torchvision_ssd import convert_torchvision_ssd300
+    return convert_torchvision_ssd300(checkpoint.get('state_dict', checkpoint), **kwargs)
+
+
+def _densebox(checkpoint: dict, cfg=None):
+    """Weights already in densebox's format (e.g. densebox's own releases)."""
+    return checkpoint
+
+
+CONVERTERS: Dict[str, object] = {
+    'densebox': _densebox,
+    'mmdet_ssd': 'densebox.converters.mmdet_ssd:convert_mmdet_ssd_checkpoint',
+    'torchvision_ssd300': _torchvision_ssd300,
+    'torchvision_backbone':
+        'densebox.converters.torchvision_seg:convert_torchvision_backbone_checkpoint',
+}
+
+
+def get_converter(name: str) -> Callable:
+    """The converter function registered as ``name``."""
+    if name not in CONVERTERS:
+        raise KeyError(f'unknown converter {name!r}; known: {sorted(CONVERTERS)}')
+    target = CONVERTERS[name]
+    if callable(target):
+        return target
+    module, func = target.split(':')
+    return getattr(importlib.import_module(module), func)
