@@ -54,27 +54,34 @@ def realistic_boxes(n: int, device: str, seed: int = 0,
     return boxes.to(device), scores.to(device), labels.to(device)
 
 
-def timed(fn: Callable[[], object], device: str, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of fn() in milliseconds (device synchronised around each call)."""
+def timed(fns: list[Callable[[], object]], device: str, repeats: int,
+          warmup: int = 1) -> list[float]:
+    """Median wall time of each fn() in milliseconds, device synchronised around each call.
+
+    The functions take turns within each repeat, so a load change on a shared machine
+    affects them alike.
+    """
     sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
     for _ in range(warmup):
-        fn()
+        for fn in fns:
+            fn()
     sync()
-    times = []
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        for fn, spent in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            sync()
+            spent.append((time.perf_counter() - start) * 1e3)
+    return [statistics.median(t) for t in times]
 
 
 def cases(device: str) -> list[dict]:
     """Benchmark cases: name, the two callables, how to compare results, repeats."""
     cpu = device == 'cpu'
     out = []
-    for n, reps in ((1000, 30 if cpu else 50), (10_000, 5 if cpu else 30),
-                    (50_000, 2 if cpu else 10)):
+    for n, reps in ((1000, 30 if cpu else 50), (10_000, 7 if cpu else 30),
+                    (50_000, 3 if cpu else 10)):
         boxes, scores, _ = realistic_boxes(n, device, seed=n)
         out.append(dict(
             name=f'nms {n // 1000}k boxes', repeats=reps,
@@ -137,8 +144,8 @@ def run(devices: list[str]) -> dict:
         for case in cases(device):
             ours, theirs = case['densebox'](), case['torchvision']()
             same = bool(case['same'](ours, theirs))
-            tv_ms = timed(case['torchvision'], device, case['repeats'])
-            db_ms = timed(case['densebox'], device, case['repeats'])
+            tv_ms, db_ms = timed([case['torchvision'], case['densebox']], device,
+                                 case['repeats'])
             results.append(dict(case=case['name'], device=device, repeats=case['repeats'],
                                 torchvision_ms=tv_ms, densebox_ms=db_ms,
                                 ratio_tv_over_densebox=tv_ms / db_ms, same_result=same,

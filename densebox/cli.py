@@ -118,20 +118,26 @@ def test_main(argv: Optional[List[str]] = None) -> dict:
 
 
 # ---------------------------------------------------------------------- quickstart
+QUICKSTART_CONFIGS = {'det': 'quickstart_ssd_shapes.py', 'seg': 'quickstart_seg_shapes.py'}
+
+
 def quickstart_main(argv: Optional[List[str]] = None) -> dict:
-    """Generate the shapes data if missing, train the quickstart SSD, and evaluate it."""
+    """Generate the shapes data if missing, train the quickstart model, and evaluate it."""
     p = argparse.ArgumentParser(prog='densebox quickstart',
-                                description='Train and evaluate a small SSD on the built-in '
+                                description='Train and evaluate a small model on the built-in '
                                             'synthetic shapes data set (no download).')
-    p.add_argument('--config', default=None, help='default: configs/quickstart_ssd_shapes.py')
-    p.add_argument('--work-dir', default='work_dirs/quickstart_ssd_shapes')
-    p.add_argument('--data-root', default='data/shapes')
+    p.add_argument('--task', choices=sorted(QUICKSTART_CONFIGS), default='det',
+                   help='det: a small SSD (COCO bbox mAP); seg: a small FFNet-style '
+                        'segmenter (mIoU)')
+    p.add_argument('--config', default=None,
+                   help='default: configs/quickstart_ssd_shapes.py or quickstart_seg_shapes.py')
+    p.add_argument('--work-dir', default=None, help='default: work_dirs/<config name>')
     _add_cfg_options(p)
     args = p.parse_args(argv)
     from densebox.datasets.shapes import ensure_shapes
-    config = args.config or _find_config('quickstart_ssd_shapes.py')
-    ensure_shapes(args.data_root)
+    config = args.config or _find_config(QUICKSTART_CONFIGS[args.task])
     cfg = _load_config(config, args.cfg_options, args.work_dir)
+    ensure_shapes(cfg.train_dataloader.dataset.data_root)  # the config says where
     runner = _build_runner(cfg)
     runner.train()
     metrics = runner.test()

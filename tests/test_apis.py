@@ -374,3 +374,25 @@ def test_browse_dataset_draws_transformed_samples(shapes, tmp_path):
     assert len(boxes) > 0 and changed.sum() > 20
     x1, y1, x2, y2 = np.round(boxes[0]).astype(int).clip(0, 159)
     assert changed[y1, x1:x2 + 1].mean() > 0.5 or changed[y2, x1:x2 + 1].mean() > 0.5
+
+
+def test_infer_cli_segmentation_writes_masks(shapes, tmp_path):
+    from mmengine.config import Config
+    cfg_path = str(tmp_path / 'tiny_seg.py')
+    Config(_seg_config(shapes)).dump(cfg_path)
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match='random weights'):
+        model = init_model(cfg_path, device='cpu')
+    ckpt = str(tmp_path / 'seg.pth')
+    torch.save({'state_dict': model.state_dict()}, ckpt)
+    img = _image(10, 90, 130)
+    folder = tmp_path / 'imgs'
+    folder.mkdir()
+    cv2.imwrite(str(folder / 'x.png'), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    written = infer_main([cfg_path, ckpt, str(folder), '--out-dir', str(tmp_path / 'out'),
+                          '--device', 'cpu'])
+    rec = written['results'][0]
+    assert set(rec) >= {'path', 'height', 'width', 'class_pixels', 'mask', 'vis'}
+    mask = np.asarray(Image.open(tmp_path / 'out' / rec['mask']))
+    np.testing.assert_array_equal(mask, inference(img, model).sem_seg)
+    assert sum(rec['class_pixels'].values()) == 90 * 130

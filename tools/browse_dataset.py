@@ -11,7 +11,6 @@ blended in for segmentation. Files are named ``<index>_<image name>.png``.
 import argparse
 import os
 import os.path as osp
-import sys
 from typing import List, Optional
 
 
@@ -103,4 +102,3 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
 
 if __name__ == '__main__':
     main()
-    sys.exit(0)

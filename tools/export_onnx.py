@@ -10,7 +10,6 @@ densebox/deploy/onnx.py. ``--check`` runs the file in onnxruntime on a random ba
 compares it with PyTorch.
 """
 import argparse
-import sys
 
 
 def parse_args(argv=None):
@@ -72,4 +71,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(0 if main() else 1)
+    main()

@@ -172,7 +172,8 @@ def init_model(config: Union[str, os.PathLike, Config, dict],
                checkpoint: Optional[Union[str, os.PathLike]] = None,
                device: Union[str, torch.device] = 'auto',
                cfg_options: Optional[dict] = None,
-               download: Optional[bool] = None) -> nn.Module:
+               download: Optional[bool] = None,
+               allow_unverified: bool = False) -> nn.Module:
     """Build a model for inference.
 
     Args:
@@ -186,6 +187,8 @@ def init_model(config: Union[str, os.PathLike, Config, dict],
         cfg_options: config overrides, e.g. ``{'model.test_cfg.score_thr': 0.3}``.
         download: for zoo names, whether missing weights may be downloaded (None: the
             ``DENSEBOX_ALLOW_DOWNLOAD`` environment variable decides).
+        allow_unverified: for zoo names, accept published weights whose full SHA-256 the
+            manifest does not record (the hash prefix in their file name is still checked).
 
     Returns:
         The model in eval mode on ``device``, with ``model.cfg`` (the Config) and
@@ -210,7 +213,8 @@ def init_model(config: Union[str, os.PathLike, Config, dict],
         options.update(cfg_options or {})
         cfg = load_config(zoo_entry['config'], options)
         if checkpoint is None:
-            checkpoint = zoo.get_checkpoint(str(config), download=download)
+            checkpoint = zoo.get_checkpoint(str(config), download=download,
+                                            allow_unverified=allow_unverified)
     else:
         cfg = load_config(config, cfg_options)
 

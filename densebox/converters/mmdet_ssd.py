@@ -264,7 +264,7 @@ def convert_mmdet_ssd(state_dict: Dict[str, Tensor], anchor_ratios: Sequence[Seq
             is_cls = key.startswith('bbox_head.cls_convs')
             value = _rearrange_prediction(value, num_anchors[level],
                                           found_classes + 1 if is_cls else 4, perms[level],
-                                          background_last=False)
+                                          background_last=is_cls)
         if (source_bn_eps is not None and new.endswith('.running_var')
                 and source_bn_eps != target_bn_eps):
             value = value + (float(source_bn_eps) - float(target_bn_eps))
