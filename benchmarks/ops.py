@@ -1,6 +1,7 @@
 """densebox.ops against torchvision.ops, side by side in one run.
 
-Cases: nms at 1k / 10k / 50k boxes, batched_nms of 10k boxes over 80 classes, and
+Cases: nms at 1k / 10k / 50k boxes, batched_nms of 10k boxes over 80 classes and of a
+detector batch (32 images x 80 classes x 100 candidates, one group each), and
 roi_align forward of 1000 RoIs on a 1x256x200x304 map (7x7, scale 1/4, sampling 2,
 aligned), on the CPU and, when one is visible, on CUDA. Every case also checks that both
 libraries return the same result. Prints a table (median milliseconds, ratio
@@ -101,6 +102,17 @@ def cases(device: str) -> list[dict]:
         densebox=lambda: dops.batched_nms(boxes, scores, labels, 0.5),
         torchvision=lambda: torchvision.ops.batched_nms(boxes, scores, labels, 0.5),
         same=same_kept))
+
+    # a detector's batch post-processing: 32 images x 80 classes x 100 candidates, one
+    # group per image and class (torchvision loops over the groups here, on both devices)
+    images, classes, k = 32, 80, 100
+    boxes_b, scores_b, _ = realistic_boxes(images * classes * k, device, seed=9)
+    groups_b = torch.arange(images * classes, device=device).repeat_interleave(k)
+    out.append(dict(
+        name='batched_nms 256k boxes, 32 img x 80 cls', repeats=2 if cpu else 10,
+        densebox=lambda: dops.batched_nms(boxes_b, scores_b, groups_b, 0.45),
+        torchvision=lambda: torchvision.ops.batched_nms(boxes_b, scores_b, groups_b, 0.45),
+        same=lambda a, b: same_kept(a, b, scores_b)))
 
     gen = torch.Generator().manual_seed(8)
     feats = torch.randn(1, 256, 200, 304, generator=gen).to(device)

@@ -1,8 +1,6 @@
 """The application API: init_model, inference on files / arrays / PIL / batches, the default
 model, result objects, the infer command and tools/browse_dataset.py."""
-import copy
 import json
-import os
 import os.path as osp
 import runpy
 import sys

@@ -8,7 +8,6 @@ densebox models with strict=True, the inverse mapping (written separately below)
 round-trip, and class probabilities / box deltas must match per anchor against an
 mmdetection-style computation with anchors from mmdetection's generator rule.
 """
-import copy
 import math
 from collections import OrderedDict
 

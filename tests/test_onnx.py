@@ -1,7 +1,6 @@
 """ONNX export: onnxruntime's outputs against PyTorch's for a detector (decoding + NMS in
 the graph) and a segmentor (arg-max label map), with a dynamic batch."""
 import json
-import os.path as osp
 import runpy
 import sys
 
@@ -10,7 +9,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from mmengine.config import Config
 
 import densebox
 from densebox.deploy import NonMaxSuppression, export_onnx

@@ -194,6 +194,12 @@ def test_batched_nms_over_images():
     assert kept.numel() > ops.batched_nms(boxes, scores, labels, 0.5).numel()
 
 
+def test_batched_nms_singleton_groups_keep_everything():
+    boxes, scores = make_boxes(500, seed=23), make_scores(500, seed=23, ties=True)
+    kept = ops.batched_nms(boxes, scores, torch.arange(500), 0.5)
+    assert torch.equal(kept, torch.sort(scores, descending=True, stable=True).indices)
+
+
 def test_batched_nms_empty_and_bad_idxs():
     assert ops.batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0), 0.5).numel() == 0
     with pytest.raises(ValueError, match='idxs must be'):
@@ -424,6 +430,27 @@ def test_cuda_batched_nms_over_images_and_classes():
     assert torch.equal(ops.batched_nms(boxes.cuda(), scores.cuda(), combined, 0.5), gpu)
     # on the CPU with this many boxes torchvision runs plain per-group nms (exact IoUs)
     assert torch.equal(cpu, torchvision.ops.batched_nms(boxes, scores, combined.cpu(), 0.5))
+
+
+@needs_cuda
+def test_cuda_batched_nms_detector_batch():
+    # SSD-style post-processing of a batch: images x classes x top-k candidates in one call
+    # (one group per image and class; the mask grows with the group sizes, not with N^2)
+    images, classes, k = 16, 80, 200
+    n = images * classes * k
+    gen = torch.Generator().manual_seed(22)
+    boxes = pixel_boxes(n, seed=22, spread=600, clusters=n // 40)
+    scores = torch.rand(n, generator=gen)
+    groups = torch.arange(images * classes).repeat_interleave(k)
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    gpu = ops.batched_nms(boxes.cuda(), scores.cuda(), groups.cuda(), 0.45)
+    assert torch.cuda.max_memory_allocated() - base < 512 * 2**20  # N^2/64 words: 16 GiB
+    assert torch.equal(gpu.cpu(), ops.batched_nms(boxes, scores, groups, 0.45))
+    singles = ops.batched_nms(boxes[:5000].cuda(), scores[:5000].cuda(),
+                              torch.arange(5000).cuda(), 0.45)  # every box its own group
+    by_score = torch.sort(scores[:5000], descending=True, stable=True).indices
+    assert torch.equal(singles.cpu(), by_score)
 
 
 @needs_cuda

@@ -30,7 +30,9 @@ fi
 {
   date -u
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
-  "$py" -c "import sys, torch, torchvision; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpu', torch.cuda.is_available()); print('torchvision', torchvision.__version__)"
+  "$py" -c "import sys, torch, torchvision; print(sys.version)
+print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpu', torch.cuda.is_available())
+print('torchvision', torchvision.__version__)"
   command -v nvcc ninja
   nproc
 } >"$out/env.txt" 2>&1

@@ -7,7 +7,6 @@ Only the first step differs: images are decoded (files) or taken as they are (ar
 PIL images) here, and handed to the rest of the pipeline in memory.
 """
 import os
-import os.path as osp
 from typing import Any, List, Optional, Sequence, Union
 
 import numpy as np

@@ -48,7 +48,8 @@ class DetDataPreprocessor(ImgDataPreprocessor):
 
 @MODELS.register_module()
 class SegDataPreprocessor(DetDataPreprocessor):
-    """Like :class:`DetDataPreprocessor`, and pads every ``gt_sem_seg`` to the batch shape.
+    """Like :class:`DetDataPreprocessor`, and, in training, pads every ``gt_sem_seg`` to the
+    batch shape.
 
     Padded label pixels get ``seg_pad_value`` (255 = ignore), so padding never counts in the
     loss.  ``size`` pads every image to a fixed (h, w) at least, as a crop size would.
@@ -69,7 +70,8 @@ class SegDataPreprocessor(DetDataPreprocessor):
         if samples is not None:
             for sample in samples:
                 sample.set_metainfo({'batch_input_shape': (h, w), 'pad_shape': (h, w)})
-                if 'gt_sem_seg' in sample:
+                # Test-time ground truth stays at the original resolution for the metric.
+                if training and 'gt_sem_seg' in sample:
                     seg = self._pad_to(sample.gt_sem_seg.data, (h, w), self.seg_pad_value)
                     sample.gt_sem_seg = PixelData(data=seg, metainfo=sample.gt_sem_seg.metainfo)
         return {'inputs': inputs, 'data_samples': samples}

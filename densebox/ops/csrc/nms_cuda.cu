@@ -1,26 +1,38 @@
 // Greedy non-maximum suppression on the GPU, with the suppression kept on the device.
 //
-// 1. Boxes are sorted by decreasing score (stable) and, with groups, grouped by group.
-// 2. mask_kernel: for every pair of 64-box blocks (row block <= column block) one thread
-//    per row box writes a 64-bit word: bit k set when column box k comes later, is in the
-//    same group and overlaps the row box by more than the threshold. Column blocks that
-//    start past the row block's last group are skipped (never read).
-// 3. reduce_kernel: one thread block walks the 64-box blocks in order. One thread settles
-//    which boxes of the current block survive (a short sequential scan over the block's
-//    diagonal words, bits only), then all threads OR the rows of the boxes it kept into
-//    the "removed" bits of the later blocks of the same groups. Kept sorted positions are
-//    appended to a device buffer together with a device-side count.
-// Only the count (8 bytes) travels to the host, to size the returned tensor; torchvision
-// copies the whole N x N/64 mask to the host and reduces it there.
+// 1. Boxes are sorted by decreasing score (stable) and, with groups, grouped by group; each
+//    group is a segment of consecutive sorted boxes (one segment without groups).
+// 2. mask_kernel: per segment, for every pair of 64-box blocks (row block <= column block)
+//    one thread per row box writes a 64-bit word: bit k set when column box k comes later
+//    and overlaps the row box by more than the threshold. A segment of n boxes (nb blocks)
+//    owns nb * 64 rows of nb words, so memory grows with the sum of squared group sizes,
+//    not with the square of the whole input: batched NMS over thousands of small
+//    image x class groups stays small.
+// 3. reduce_kernel: one thread block per segment walks that segment's 64-box blocks in
+//    order. One thread settles which boxes of the current block survive (a short scan over
+//    the block's diagonal words, bits only), then all threads OR the rows of the boxes it
+//    kept into the "removed" bits of the segment's later blocks. Kept boxes are flagged at
+//    their rank in the global score order.
+// The host learns sizes from one small copy (segment count and mask size, with groups) and
+// from torch.nonzero over the keep flags; torchvision instead copies the whole
+// N x N/64 mask to the host and reduces it there.
+//
 // Light headers only: ATen/cuda/CUDAContext.h would pull in cuBLAS / cuSPARSE headers,
 // which a minimal CUDA toolkit does not ship.
 #include <ATen/AccumulateType.h>
 #include <ATen/Dispatch.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/nonzero.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/stack.h>
+#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "ops.h"
@@ -28,10 +40,9 @@
 namespace densebox::ops {
 namespace {
 
-constexpr int kBlockBoxes = 64;      // boxes per mask word
-constexpr int kReduceThreads = 1024;  // threads of the single-block reduction
-// "removed" bits kept in shared memory up to 6000 words (384k boxes): with the kernel's
-// 1 KiB of static shared memory this stays under the default 48 KiB per block
+constexpr int kBlockBoxes = 64;  // boxes per mask word
+// "removed" bits kept in shared memory up to 6000 words (384k boxes in one group): with the
+// kernel's 1 KiB of static shared memory this stays under the default 48 KiB per block
 constexpr int64_t kMaxSharedWords = 6000;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -64,122 +75,131 @@ __device__ __forceinline__ bool overlaps(const T* a, const T* b, float threshold
   return (inter / (area_a + area_b - inter)) > threshold;
 }
 
+// Segments of the sorted boxes (device arrays, one entry per segment).
+struct Segments {
+  int64_t count;
+  const int64_t* start;         // first sorted position
+  const int64_t* length;        // number of boxes
+  const int64_t* square_start;  // sum of nb^2 over earlier segments (tiles, mask rows / 64)
+  const int64_t* block_start;   // sum of nb over earlier segments
+};
+
+__device__ __forceinline__ int64_t blocks_of(int64_t n) {
+  return (n + kBlockBoxes - 1) / kBlockBoxes;
+}
+
+// Segment holding tile t: the last segment whose square_start <= t.
+__device__ __forceinline__ int64_t segment_of_tile(const Segments& seg, int64_t t) {
+  int64_t lo = 0, hi = seg.count - 1;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi + 1) / 2;
+    if (seg.square_start[mid] <= t) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
+
+// One block per (segment, row block, column block) tile; the row-major mask of a segment
+// with nb blocks starts at word 64 * square_start and has nb words per row.
 template <typename T>
-__global__ void mask_kernel(int64_t n, int64_t col_blocks, float threshold,
-                            const T* __restrict__ boxes, const int64_t* __restrict__ groups,
+__global__ void mask_kernel(Segments seg, float threshold, const T* __restrict__ boxes,
                             unsigned long long* __restrict__ mask) {
-  const int64_t row_block = blockIdx.y;
-  const int64_t col_block = blockIdx.x;
-  if (col_block < row_block) return;
-  const int64_t row0 = row_block * kBlockBoxes;
-  const int64_t col0 = col_block * kBlockBoxes;
-  const int rows = static_cast<int>(min(n - row0, static_cast<int64_t>(kBlockBoxes)));
-  const int cols = static_cast<int>(min(n - col0, static_cast<int64_t>(kBlockBoxes)));
-  if (groups != nullptr && groups[col0] > groups[row0 + rows - 1]) return;
+  const int64_t tile = blockIdx.x;
+  const int64_t s = segment_of_tile(seg, tile);
+  const int64_t n = seg.length[s];
+  const int64_t nb = blocks_of(n);
+  const int64_t local = tile - seg.square_start[s];
+  const int64_t row_block = local / nb;
+  const int64_t col_block = local % nb;
+  if (col_block < row_block) return;  // lower triangle: never read
+  const int rows = static_cast<int>(min(n - row_block * kBlockBoxes, int64_t{kBlockBoxes}));
+  const int cols = static_cast<int>(min(n - col_block * kBlockBoxes, int64_t{kBlockBoxes}));
+  const T* seg_boxes = boxes + seg.start[s] * 4;
 
   __shared__ T col_boxes[kBlockBoxes * 4];
-  __shared__ int64_t col_groups[kBlockBoxes];
   const int t = threadIdx.x;
   if (t < cols) {
-    for (int k = 0; k < 4; ++k) col_boxes[t * 4 + k] = boxes[(col0 + t) * 4 + k];
-    col_groups[t] = groups != nullptr ? groups[col0 + t] : 0;
+    for (int k = 0; k < 4; ++k) {
+      col_boxes[t * 4 + k] = seg_boxes[(col_block * kBlockBoxes + t) * 4 + k];
+    }
   }
   __syncthreads();
   if (t >= rows) return;
 
-  const int64_t i = row0 + t;
+  const int64_t row = row_block * kBlockBoxes + t;
   T box[4];
-  for (int k = 0; k < 4; ++k) box[k] = boxes[i * 4 + k];
-  const int64_t group = groups != nullptr ? groups[i] : 0;
+  for (int k = 0; k < 4; ++k) box[k] = seg_boxes[row * 4 + k];
   unsigned long long bits = 0;
   for (int k = (row_block == col_block) ? t + 1 : 0; k < cols; ++k) {
-    if (col_groups[k] == group && overlaps(box, col_boxes + k * 4, threshold)) {
-      bits |= 1ULL << k;
-    }
+    if (overlaps(box, col_boxes + k * 4, threshold)) bits |= 1ULL << k;
   }
-  mask[i * col_blocks + col_block] = bits;
+  mask[seg.square_start[s] * kBlockBoxes + row * nb + col_block] = bits;
 }
 
-// Last column block that can hold a box of the same group as the last box of each block.
-__global__ void group_end_kernel(int64_t n, int64_t col_blocks, const int64_t* __restrict__ groups,
-                                 int64_t* __restrict__ end_block) {
-  const int64_t b = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (b >= col_blocks) return;
-  if (groups == nullptr) {
-    end_block[b] = col_blocks - 1;
-    return;
-  }
-  const int64_t last = min(n, (b + 1) * kBlockBoxes) - 1;
-  const int64_t g = groups[last];
-  int64_t lo = last + 1, hi = n;  // first position with a larger group
-  while (lo < hi) {
-    const int64_t mid = (lo + hi) / 2;
-    if (groups[mid] <= g) lo = mid + 1; else hi = mid;
-  }
-  end_block[b] = (lo - 1) / kBlockBoxes;
-}
-
-__global__ void __launch_bounds__(kReduceThreads)
-reduce_kernel(int64_t n, int64_t col_blocks, const unsigned long long* __restrict__ mask,
-              const int64_t* __restrict__ end_block, unsigned long long* removed_global,
-              int64_t* __restrict__ keep_pos, int64_t* __restrict__ num_keep) {
+__global__ void reduce_kernel(Segments seg, const unsigned long long* __restrict__ mask,
+                              unsigned long long* removed_global,
+                              const int64_t* __restrict__ rank_of_position,
+                              uint8_t* __restrict__ keep_by_rank) {
   extern __shared__ unsigned long long removed_shared[];
-  unsigned long long* removed = removed_global != nullptr ? removed_global : removed_shared;
   __shared__ unsigned long long diag[2][kBlockBoxes];
   __shared__ unsigned long long kept_bits;
-  __shared__ int64_t count;
+  const int64_t s = blockIdx.x;
+  const int64_t n = seg.length[s];
+  const int64_t nb = blocks_of(n);
+  const int64_t first = seg.start[s];
+  const unsigned long long* rows_of = mask + seg.square_start[s] * kBlockBoxes;  // nb per row
+  unsigned long long* removed =
+      removed_global != nullptr ? removed_global + seg.block_start[s] : removed_shared;
   const int t = threadIdx.x;
 
-  for (int64_t j = t; j < col_blocks; j += blockDim.x) removed[j] = 0;
-  if (t < kBlockBoxes && t < n) diag[0][t] = mask[static_cast<int64_t>(t) * col_blocks];
-  if (t == 0) count = 0;
+  for (int64_t j = t; j < nb; j += blockDim.x) removed[j] = 0;
+  if (t < kBlockBoxes && t < n) diag[0][t] = rows_of[static_cast<int64_t>(t) * nb];
   __syncthreads();
 
-  for (int64_t b = 0; b < col_blocks; ++b) {
+  for (int64_t b = 0; b < nb; ++b) {
     const int64_t row0 = b * kBlockBoxes;
-    const int rows = static_cast<int>(min(n - row0, static_cast<int64_t>(kBlockBoxes)));
     if (t == 0) {
+      const int rows = static_cast<int>(min(n - row0, int64_t{kBlockBoxes}));
       const unsigned long long valid = rows == 64 ? ~0ULL : ((1ULL << rows) - 1);
       const unsigned long long* d = diag[b & 1];
       unsigned long long gone = removed[b];
       unsigned long long kept = 0;
-      int64_t c = count;
       unsigned long long open = ~gone & valid;
       while (open != 0) {
         const int k = __ffsll(static_cast<long long>(open)) - 1;
         kept |= 1ULL << k;
-        keep_pos[c++] = row0 + k;
+        const int64_t position = first + row0 + k;
+        keep_by_rank[rank_of_position != nullptr ? rank_of_position[position] : position] = 1;
         gone |= d[k];
         open = ~gone & valid & ~((2ULL << k) - 1);  // only bits after k: k == 63 gives 0
       }
       kept_bits = kept;
-      count = c;
     }
     __syncthreads();
     // rows of the kept boxes -> removed bits of later blocks; meanwhile prefetch the next
     // block's diagonal words
     const unsigned long long kept = kept_bits;
     if (kept != 0) {
-      const int64_t last = end_block[b];
-      for (int64_t j = b + 1 + t; j <= last; j += blockDim.x) {
+      for (int64_t j = b + 1 + t; j < nb; j += blockDim.x) {
         unsigned long long acc = 0;
         unsigned long long k_bits = kept;
         while (k_bits != 0) {
           const int k = __ffsll(static_cast<long long>(k_bits)) - 1;
           k_bits &= k_bits - 1;
-          acc |= mask[(row0 + k) * col_blocks + j];
+          acc |= rows_of[(row0 + k) * nb + j];
         }
         removed[j] |= acc;
       }
     }
-    if (b + 1 < col_blocks && t < kBlockBoxes) {
-      const int64_t i = (b + 1) * kBlockBoxes + t;
-      if (i < n) diag[(b + 1) & 1][t] = mask[i * col_blocks + b + 1];
+    if (b + 1 < nb && t < kBlockBoxes) {
+      const int64_t row = (b + 1) * kBlockBoxes + t;
+      if (row < n) diag[(b + 1) & 1][t] = rows_of[row * nb + b + 1];
     }
     __syncthreads();
   }
-  if (t == 0) *num_keep = count;
 }
+
+// Exclusive prefix sum (int64, on the device).
+at::Tensor exclusive_cumsum(const at::Tensor& v) { return v.cumsum(0) - v; }
 
 }  // namespace
 
@@ -187,46 +207,69 @@ at::Tensor nms_cuda(const at::Tensor& boxes, const at::Tensor& scores,
                     const std::optional<at::Tensor>& groups, double iou_threshold) {
   const c10::cuda::CUDAGuard guard(boxes.device());
   const int64_t n = boxes.size(0);
-  if (n == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
+  const auto long_opts = boxes.options().dtype(at::kLong);
+  if (n == 0) return at::empty({0}, long_opts);
   const auto o = nms_order(scores, groups);
   const auto sorted = boxes.index_select(0, o.perm).contiguous();
-  const int64_t col_blocks = ceil_div(n, kBlockBoxes);
-  TORCH_CHECK(col_blocks <= 65535, "nms: at most ", 65535 * 64, " boxes per call, got ", n);
-  const auto long_opts = boxes.options().dtype(at::kLong);
-  auto mask = at::empty({n * col_blocks}, long_opts);
-  auto end_block = at::empty({col_blocks}, long_opts);
-  auto keep_pos = at::empty({n}, long_opts);
-  auto num_keep = at::empty({1}, long_opts);
-  const bool smem = col_blocks <= kMaxSharedWords && !force_global_state();
-  at::Tensor removed = smem ? at::Tensor() : at::empty({col_blocks}, long_opts);
-  const int64_t* group_ptr = o.groups.defined() ? o.groups.data_ptr<int64_t>() : nullptr;
+
+  // segments: lengths, starts, and the sizes the host needs (one small copy with groups)
+  at::Tensor start, length, square_start, block_start;
+  int64_t count = 1, squares = 0, max_blocks = 0, blocks = 0;
+  if (!o.groups.defined()) {
+    max_blocks = blocks = ceil_div(n, kBlockBoxes);
+    squares = blocks * blocks;
+    start = at::zeros({1}, long_opts);
+    length = at::full({1}, n, long_opts);
+    square_start = start;
+    block_start = start;
+  } else {
+    const auto& g = o.groups;
+    const auto first = at::cat({at::ones({1}, g.options().dtype(at::kBool)),
+                                g.slice(0, 1) != g.slice(0, 0, n - 1)});
+    const auto id = first.cumsum(0) - 1;                                 // segment of each box
+    const auto len = at::zeros({n}, long_opts).index_add_(0, id, at::ones({n}, long_opts));
+    const auto nb = (len + (kBlockBoxes - 1)).div(kBlockBoxes, "floor");  // 0 past the last
+    const auto sq = nb * nb;
+    const auto sizes = at::stack({id[n - 1] + 1, sq.sum(), nb.max(), nb.sum()}).cpu();
+    const int64_t* host = sizes.data_ptr<int64_t>();
+    count = host[0];
+    squares = host[1];
+    max_blocks = host[2];
+    blocks = host[3];
+    length = len.slice(0, 0, count).contiguous();
+    start = exclusive_cumsum(length);
+    square_start = exclusive_cumsum(sq.slice(0, 0, count));
+    block_start = exclusive_cumsum(nb.slice(0, 0, count));
+  }
+  TORCH_CHECK(squares <= (int64_t{1} << 31) - 1, "nms: ", n, " boxes in one group is too many");
+  const Segments seg{count, start.data_ptr<int64_t>(), length.data_ptr<int64_t>(),
+                     square_start.data_ptr<int64_t>(), block_start.data_ptr<int64_t>()};
+
+  auto mask = at::empty({squares * kBlockBoxes}, long_opts);
   auto* mask_ptr = reinterpret_cast<unsigned long long*>(mask.data_ptr<int64_t>());
+  auto keep = at::zeros({n}, boxes.options().dtype(at::kByte));
+  const bool shared_state = max_blocks <= kMaxSharedWords && !force_global_state();
+  const auto removed = shared_state ? at::Tensor() : at::empty({blocks}, long_opts);
   const auto stream = c10::cuda::getCurrentCUDAStream();
 
-  const dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(col_blocks));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, sorted.scalar_type(),
                                   "densebox_nms_mask", [&] {
-    mask_kernel<scalar_t><<<grid, kBlockBoxes, 0, stream>>>(
-        n, col_blocks, static_cast<float>(iou_threshold), sorted.data_ptr<scalar_t>(),
-        group_ptr, mask_ptr);
+    mask_kernel<scalar_t><<<static_cast<unsigned>(squares), kBlockBoxes, 0, stream>>>(
+        seg, static_cast<float>(iou_threshold), sorted.data_ptr<scalar_t>(), mask_ptr);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  group_end_kernel<<<static_cast<unsigned>(ceil_div(col_blocks, 256)), 256, 0, stream>>>(
-      n, col_blocks, group_ptr, end_block.data_ptr<int64_t>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  reduce_kernel<<<1, kReduceThreads, smem ? col_blocks * sizeof(unsigned long long) : 0,
-                  stream>>>(
-      n, col_blocks, mask_ptr, end_block.data_ptr<int64_t>(),
-      smem ? nullptr : reinterpret_cast<unsigned long long*>(removed.data_ptr<int64_t>()),
-      keep_pos.data_ptr<int64_t>(), num_keep.data_ptr<int64_t>());
+  const int threads = static_cast<int>(
+      std::clamp<int64_t>(ceil_div(max_blocks, 32) * 32, kBlockBoxes, 1024));
+  reduce_kernel<<<static_cast<unsigned>(count), threads,
+                  shared_state ? max_blocks * sizeof(unsigned long long) : 0, stream>>>(
+      seg, mask_ptr,
+      shared_state ? nullptr : reinterpret_cast<unsigned long long*>(removed.data_ptr<int64_t>()),
+      o.groups.defined() ? o.perm_rank.data_ptr<int64_t>() : nullptr, keep.data_ptr<uint8_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
-  const int64_t k = num_keep.item<int64_t>();  // the one device -> host transfer
-  const auto kept = keep_pos.narrow(0, 0, k);
-  if (!o.groups.defined()) return o.order.index_select(0, kept);
-  // kept positions are in group order: back to decreasing score order via their ranks
-  const auto ranks = std::get<0>(o.perm_rank.index_select(0, kept).sort());
-  return o.order.index_select(0, ranks);
+  // flags are indexed by rank in the score order, so nonzero() lists the kept boxes by
+  // decreasing score; it is the second (and last) device -> host transfer
+  return o.order.index_select(0, at::nonzero(keep).flatten());
 }
 
 }  // namespace densebox::ops

@@ -34,9 +34,9 @@ __device__ __forceinline__ roi::Geometry<acc_t> roi_geometry(const acc_t* rois, 
 
 template <typename T>
 __global__ void forward_kernel(int64_t total, const T* __restrict__ input,
-                               const at::acc_type<T, true>* __restrict__ rois, T* __restrict__ output,
-                               at::acc_type<T, true> scale, Dims d, int sampling_ratio,
-                               bool aligned) {
+                               const at::acc_type<T, true>* __restrict__ rois,
+                               T* __restrict__ output, at::acc_type<T, true> scale, Dims d,
+                               int sampling_ratio, bool aligned) {
   using acc_t = at::acc_type<T, true>;
   for (int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
        index < total; index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -69,9 +69,9 @@ __global__ void forward_kernel(int64_t total, const T* __restrict__ input,
 
 template <typename T>
 __global__ void backward_kernel(int64_t total, const T* __restrict__ grad,
-                                const at::acc_type<T, true>* __restrict__ rois, T* __restrict__ grad_input,
-                                at::acc_type<T, true> scale, Dims d, int sampling_ratio,
-                                bool aligned) {
+                                const at::acc_type<T, true>* __restrict__ rois,
+                                T* __restrict__ grad_input, at::acc_type<T, true> scale, Dims d,
+                                int sampling_ratio, bool aligned) {
   using acc_t = at::acc_type<T, true>;
   for (int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
        index < total; index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -115,8 +115,9 @@ at::Tensor roi_align_forward_cuda(const at::Tensor& input, const at::Tensor& roi
   auto out = at::empty({r.size(0), in.size(1), pooled_h, pooled_w}, in.options());
   const int64_t total = out.numel();
   if (total == 0) return out;
-  const Dims d{static_cast<int>(in.size(0)), static_cast<int>(in.size(1)), static_cast<int>(in.size(2)),
-               static_cast<int>(in.size(3)), static_cast<int>(pooled_h),
+  const Dims d{static_cast<int>(in.size(0)), static_cast<int>(in.size(1)),
+               static_cast<int>(in.size(2)), static_cast<int>(in.size(3)),
+               static_cast<int>(pooled_h),
                static_cast<int>(pooled_w)};
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(),
@@ -141,7 +142,8 @@ at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& roi
   auto grad_input = at::zeros({batch, channels, height, width}, g.options());
   const int64_t total = g.numel();
   if (total == 0) return grad_input;
-  const Dims d{static_cast<int>(batch), static_cast<int>(channels), static_cast<int>(height), static_cast<int>(width),
+  const Dims d{static_cast<int>(batch),    static_cast<int>(channels),
+               static_cast<int>(height),   static_cast<int>(width),
                static_cast<int>(pooled_h), static_cast<int>(pooled_w)};
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(),
