@@ -1,6 +1,7 @@
-# Quickstart: a small SSD (VGG16 at a quarter width, with BatchNorm so that it trains from
-# scratch) on the synthetic shapes data that densebox generates itself (data/shapes,
-# 1000 training and 200 held-out images of 160x160). Runs on a laptop CPU in minutes:
+# Quickstart: a small SSDLite (MobileNetV2, trained from scratch, with an extra stride-8
+# source for the small shapes) on the synthetic shapes data that densebox generates itself
+# (data/shapes, 1000 training and 200 held-out images of 160x160). Runs on a laptop CPU
+# in minutes:
 #   densebox quickstart          (or: python tools/quickstart.py)
 _base_ = ['./_base_/default_runtime.py']
 
@@ -12,25 +13,30 @@ model = dict(
     type='SingleStageDetector',
     data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53],
                            std=[58.395, 57.12, 57.375]),
-    backbone=dict(type='SSDVGG', arch='vgg16-quarter', with_bn=True),
+    backbone=dict(type='MobileNetV2', widen_factor=1.0,
+                  out_indices=(2, 'layer15_expansion', 7)),   # strides 8, 16, 32
     neck=dict(
         type='SSDNeck',
-        in_channels=(128, 256),
-        out_channels=(128, 256, 128, 128, 128),  # maps of 20, 10, 5, 3, 1
-        level_strides=(2, 2, 1),
-        level_paddings=(1, 1, 0),
-        l2_norm_scale=20),
+        in_channels=(32, 576, 1280),
+        out_channels=(32, 576, 1280, 256, 256, 128),  # maps of 20, 10, 5, 3, 2, 1
+        level_strides=(2, 2, 2),
+        level_paddings=(1, 1, 1),
+        l2_norm_scale=None,
+        use_depthwise=True,
+        use_norm=True,
+        act='ReLU6'),
     bbox_head=dict(
         type='SSDHead',
         num_classes=len(classes),
-        in_channels=(128, 256, 128, 128, 128),
+        in_channels=(32, 576, 1280, 256, 256, 128),
+        use_depthwise=True,
         anchor_generator=dict(
             type='SSDAnchorGenerator',
             input_size=input_size,
-            strides=(8, 16, 32, 53.33, 160),
-            min_sizes=(16, 32, 64, 100, 136),
-            max_sizes=(32, 64, 100, 136, 168),
-            ratios=([2], [2, 3], [2, 3], [2], [2])),
+            strides=(8, 16, 32, 53.33, 80, 160),
+            min_sizes=(16, 32, 56, 84, 112, 140),
+            max_sizes=(32, 56, 84, 112, 140, 168),
+            ratios=([2], [2, 3], [2, 3], [2, 3], [2], [2])),
         bbox_coder=dict(type='DeltaXYWHBoxCoder', variances=(0.1, 0.1, 0.2, 0.2))),
     train_cfg=dict(matcher=dict(type='SSDMatcher', pos_iou_thr=0.5, neg_iou_thr=0.5),
                    neg_pos_ratio=3, smooth_l1_beta=1.0, loc_weight=1.0),

@@ -131,7 +131,7 @@ def _array_to_rgb(arr: np.ndarray, color_order: str, where: str) -> np.ndarray:
     arr = arr[:, :, :3]
     if color_order == 'bgr':
         arr = arr[:, :, ::-1]
-    return np.ascontiguousarray(arr)
+    return np.array(arr, order='C', copy=True)  # the result keeps its own image
 
 
 def _load_input(item: ImageLike, color_order: str, where: str, backend_args) -> tuple:

@@ -155,9 +155,10 @@ def _build_env(with_cuda: bool, cuda_home: Path | None):
 def _first_error(exc: BaseException) -> str:
     """The most telling line of a build failure: the first compiler error, if any."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for line in lines:
-        if 'error' in line.lower() and not line.startswith('['):
-            return line[:300]
+    for pattern in (r'\berror\b\s*:', r'\berror\b'):
+        for line in lines:
+            if re.search(pattern, line, re.IGNORECASE) and not line.startswith('['):
+                return line[:300]
     return lines[0][:300] if lines else type(exc).__name__
 
 

@@ -199,7 +199,7 @@ __global__ void reduce_kernel(Segments seg, const unsigned long long* __restrict
 }
 
 // Exclusive prefix sum (int64, on the device).
-at::Tensor exclusive_cumsum(const at::Tensor& v) { return v.cumsum(0) - v; }
+at::Tensor exclusive_cumsum(const at::Tensor& v) { return v.cumsum(0).sub(v); }
 
 }  // namespace
 
@@ -224,13 +224,15 @@ at::Tensor nms_cuda(const at::Tensor& boxes, const at::Tensor& scores,
     block_start = start;
   } else {
     const auto& g = o.groups;
+    // (the light headers have no tensor operators: method forms below)
     const auto first = at::cat({at::ones({1}, g.options().dtype(at::kBool)),
-                                g.slice(0, 1) != g.slice(0, 0, n - 1)});
-    const auto id = first.cumsum(0) - 1;                                 // segment of each box
+                                g.slice(0, 1).ne(g.slice(0, 0, n - 1))});
+    const auto id = first.cumsum(0).sub(1);                            // segment of each box
     const auto len = at::zeros({n}, long_opts).index_add_(0, id, at::ones({n}, long_opts));
-    const auto nb = (len + (kBlockBoxes - 1)).div(kBlockBoxes, "floor");  // 0 past the last
-    const auto sq = nb * nb;
-    const auto sizes = at::stack({id[n - 1] + 1, sq.sum(), nb.max(), nb.sum()}).cpu();
+    const auto nb = len.add(kBlockBoxes - 1).div(kBlockBoxes, "floor");  // 0 past the last
+    const auto sq = nb.mul(nb);
+    const auto sizes = at::stack({id.select(0, n - 1).add(1), sq.sum(), nb.max(), nb.sum()})
+                           .cpu();
     const int64_t* host = sizes.data_ptr<int64_t>();
     count = host[0];
     squares = host[1];
