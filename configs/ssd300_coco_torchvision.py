@@ -2,7 +2,6 @@
 # tools/convert/torchvision_ssd.py (torchvision reports 25.1 AP on val2017).
 # Everything the weights cannot carry is set to torchvision's values here.
 _base_ = './ssd300_coco.py'
-custom_imports = dict(imports=['densebox.converters'], allow_failed_imports=False)
 model = dict(
     # torchvision feeds RGB in [0, 1] with mean (0.48235, 0.45882, 0.40784) and std 1/255:
     # in 0-255 units, mean x 255 and std 1.
@@ -10,5 +9,5 @@ model = dict(
     bbox_head=dict(
         # Same sizes as ssd300_coco.py (torchvision's scales 0.07, 0.15, ..., 1.05 of 300),
         # with torchvision's clipping of the box sizes to the input.
-        anchor_generator=dict(type='TorchvisionSSDAnchorGenerator')))
+        anchor_generator=dict(clip=True)))
 # test_cfg is torchvision's already: score 0.01, 400 per class, NMS 0.45, 200 per image.

@@ -44,7 +44,8 @@ def test_inference_smoke_writes_both_entries(tmp_path, capsys):
 
 
 def test_table_reports_failures_and_ratio():
-    results = [dict(impl='densebox', device='cuda', batch=32, amp=True, img_per_s=200.0, error=None),
+    results = [dict(impl='densebox', device='cuda', batch=32, amp=True, img_per_s=200.0,
+                    error=None),
                dict(impl='torchvision', device='cuda', batch=32, amp=True, img_per_s=None,
                     error='RuntimeError: no kernel')]
     row, = paired(results)

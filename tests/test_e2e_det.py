@@ -52,7 +52,7 @@ _base_ = [{osp.join(ROOT, 'configs', 'quickstart_ssd_shapes.py')!r}]
 data_root = {data_root + '/'!r}
 pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(160, 160), keep_ratio=False),
+    dict(type='Resize', scale=(128, 128), keep_ratio=False),
     dict(type='LoadAnnotations'),
     dict(type='PackDetInputs'),
 ]

@@ -273,7 +273,8 @@ def format_table(results: Sequence[dict], header: bool = True) -> str:
                      f"{'torchvision img/s':>19}{'ratio':>8}")
     for row in paired(results):
         lines.append(f"{row['device']:<8}{row['batch']:>6}{str(row['amp']):>6}"
-                     f"{num(row.get('densebox'), '.3f'):>16}{num(row.get('torchvision'), '.3f'):>19}"
+                     f"{num(row.get('densebox'), '.3f'):>16}"
+                     f"{num(row.get('torchvision'), '.3f'):>19}"
                      f"{num(row['ratio'], '.2f'):>8}")
         for err in row.get('errors', []):
             lines.append(f'    error {err}')

@@ -1,12 +1,12 @@
-"""Weight converters from other libraries' checkpoints to densebox checkpoints.
-
-Importing this package also registers the few task utilities that converted models need
-(e.g. :class:`TorchvisionSSDAnchorGenerator`), which is why configs for converted weights
-list ``densebox.converters`` in ``custom_imports``.
-"""
+"""Weight converters from other projects' checkpoints to densebox checkpoints."""
+from .mmdet_ssd import (anchor_permutation, convert_mmdet_ssd, convert_mmdet_ssd_checkpoint,
+                        mmdet_ssd_anchor_sizes)
+from .torchvision_seg import (convert_torchvision_backbone_checkpoint,
+                              convert_torchvision_mobilenet_v2, convert_torchvision_resnet)
 from .torchvision_ssd import (COCO_CATEGORY_IDS, TORCHVISION_NUM_LOGITS,
-                              TorchvisionSSDAnchorGenerator, convert_torchvision_ssd300,
-                              torchvision_label_map)
+                              convert_torchvision_ssd300, torchvision_label_map)
 
-__all__ = ['COCO_CATEGORY_IDS', 'TORCHVISION_NUM_LOGITS', 'TorchvisionSSDAnchorGenerator', 'convert_torchvision_ssd300',
-           'torchvision_label_map']
+__all__ = ['anchor_permutation', 'convert_mmdet_ssd', 'convert_mmdet_ssd_checkpoint',
+           'mmdet_ssd_anchor_sizes', 'convert_torchvision_backbone_checkpoint',
+           'convert_torchvision_mobilenet_v2', 'convert_torchvision_resnet', 'COCO_CATEGORY_IDS',
+           'TORCHVISION_NUM_LOGITS', 'convert_torchvision_ssd300', 'torchvision_label_map']

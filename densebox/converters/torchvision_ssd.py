@@ -20,13 +20,17 @@ for every ratio) and encode boxes as (dx, dy, dw, dh) with weights 10, 10, 5, 5 
 variances 0.1, 0.1, 0.2, 0.2), so no channel needs reordering.
 
 Two things the weights cannot carry live in ``configs/ssd300_coco_torchvision.py``:
-torchvision's input normalisation (RGB 0-255 minus (122.999, 116.999, 103.999), std 1) and its
-default boxes, whose widths and heights are clamped to the input (:class:`TorchvisionSSDAnchorGenerator`).
+torchvision's input normalisation (RGB 0-255 minus (122.999, 116.999, 103.999), std 1)
+and its default boxes, whose widths and heights are clamped to the input
+(``SSDAnchorGenerator(clip=True)``).
 
-One difference remains and is inherent to dropping the unused categories: torchvision's
-softmax runs over 91 logits, densebox's over 81, so a score differs by the probability mass
-torchvision gives the ten unused ids (close to zero for trained weights, which never saw
-them as targets).
+Two differences remain. Dropping the unused categories: torchvision's softmax runs over 91
+logits, densebox's over 81, so a score differs by the probability mass torchvision gives the
+ten unused ids (trained weights never had them as targets). Resizing: torchvision resizes
+the normalised float image with ``F.interpolate`` (bilinear), densebox's Resize the uint8
+image with OpenCV (bilinear, same sample positions), which rounds to whole grey levels.
+tests/test_convert_torchvision_ssd.py removes both (unused ids at probability 0, images
+whose resize is exact) and then gets torchvision's detections to 1e-5 in score.
 """
 from __future__ import annotations
 
@@ -36,8 +40,6 @@ from typing import Dict, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from densebox.models.det_heads.anchors import SSDAnchorGenerator
-from densebox.registry import TASK_UTILS
 
 # COCO 2017 category id of each of the 80 classes, in densebox's label order (the order of
 # densebox.datasets.coco.COCO_CLASSES, i.e. sorted by id).
@@ -156,22 +158,3 @@ def convert_torchvision_ssd300(state_dict: Mapping[str, Tensor],
 def torchvision_label_map(category_ids: Sequence[int] = COCO_CATEGORY_IDS) -> Tensor:
     """(C,) int64: the torchvision label (COCO category id) of each densebox label."""
     return torch.tensor(category_ids, dtype=torch.long)
-
-
-@TASK_UTILS.register_module()
-class TorchvisionSSDAnchorGenerator(SSDAnchorGenerator):
-    """SSD default boxes as torchvision's ``DefaultBoxGenerator(clip=True)`` makes them.
-
-    torchvision clips its default boxes in (cx, cy, w, h) form: every width and height is
-    clamped to the input side, the centre stays. For SSD300 COCO this changes only the two
-    2:1 boxes of the 1x1 level (369 -> 300 px wide / tall). :class:`SSDAnchorGenerator`'s
-    ``clip=True`` instead clamps the corners, which also moves the boxes along the border,
-    so it does not reproduce torchvision. Same arguments as :class:`SSDAnchorGenerator`
-    (``clip`` is not accepted: clamping the sizes is the point of this class).
-    """
-
-    def __init__(self, input_size: int, strides: Sequence[float], min_sizes: Sequence[float],
-                 max_sizes: Sequence[float], ratios: Sequence[Sequence[float]]):
-        super().__init__(input_size, strides, min_sizes, max_sizes, ratios, clip=False)
-        self.base_sizes = [sizes.clamp(max=float(input_size)) for sizes in self.base_sizes]
-

@@ -28,7 +28,9 @@ class SSDAnchorGenerator:
         strides: step of each level in pixels, e.g. (8, 16, 32, 64, 100, 300).
         min_sizes / max_sizes: box sizes per level in pixels (METHODS.md lists them).
         ratios: extra aspect ratios per level, e.g. ([2], [2, 3], [2, 3], [2, 3], [2], [2]).
-        clip: clip the boxes to the input (torchvision's DefaultBoxGenerator does).
+        clip: limit every box's width and height to the input side, centres unchanged (what
+            torchvision's ``DefaultBoxGenerator(clip=True)`` does; for SSD300 it changes only
+            the two 2:1 boxes of the 1x1 level).
     """
 
     def __init__(self, input_size: int, strides: Sequence[float], min_sizes: Sequence[float],
@@ -41,6 +43,8 @@ class SSDAnchorGenerator:
         self.strides = [float(s) for s in strides]
         self.clip = clip
         self.base_sizes = [self._base_sizes(mn, mx, r) for mn, mx, r in zip(min_sizes, max_sizes, ratios)]
+        if clip:
+            self.base_sizes = [sizes.clamp(max=float(input_size)) for sizes in self.base_sizes]
         self._cache = {}
 
     @staticmethod
@@ -74,7 +78,4 @@ class SSDAnchorGenerator:
                                 (torch.arange(w, dtype=torch.float64) + 0.5) * stride, indexing='ij')
         centres = torch.stack([cx, cy], -1).reshape(-1, 1, 2)                 # (HW, 1, 2)
         half = base[None] / 2                                                  # (1, A, 2)
-        boxes = torch.cat([centres - half, centres + half], -1).reshape(-1, 4)
-        if self.clip:
-            boxes = boxes.clamp(0, self.input_size)
-        return boxes
+        return torch.cat([centres - half, centres + half], -1).reshape(-1, 4)
