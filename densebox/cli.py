@@ -138,26 +138,12 @@ def quickstart_main(argv: Optional[List[str]] = None) -> dict:
     config = args.config or _find_config(QUICKSTART_CONFIGS[args.task])
     cfg = _load_config(config, args.cfg_options, args.work_dir)
     ensure_shapes(cfg.train_dataloader.dataset.data_root)  # the config says where
-    _share_cpu_with_data_workers(cfg.train_dataloader.get('num_workers', 0))
     runner = _build_runner(cfg)
     runner.train()
     metrics = runner.test()
     print('quickstart held-out metrics: ' +
           ', '.join(f'{k}={v:.4f}' for k, v in metrics.items() if isinstance(v, float)))
     return metrics
-
-
-def _share_cpu_with_data_workers(num_workers: int) -> None:
-    """On a CPU-only machine, leave the data workers their own cores.
-
-    With as many OpenMP threads as cores plus busy data-loading processes, the threads
-    spin-wait on each other: on 2 cores a training step was measured 2-3x slower than with
-    one thread. An explicit OMP_NUM_THREADS is respected.
-    """
-    import torch
-    if torch.cuda.is_available() or 'OMP_NUM_THREADS' in os.environ:
-        return
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) - num_workers))
 
 
 def _find_config(name: str) -> str:
