@@ -74,12 +74,12 @@ def _match(boxes, scores, labels, ref):
 @pytest.mark.parametrize('max_per_img', [1000, 40])
 def test_detector_onnx_matches_pytorch(tmp_path, max_per_img):
     model = _det_model(max_per_img)
-    path = export_onnx(model, str(tmp_path / 'ssd.onnx'))  # 160x160 from the test pipeline
+    path = export_onnx(model, str(tmp_path / 'ssd.onnx'))  # 128x128 from the test pipeline
     sess = _session(path)
     assert [o.name for o in sess.get_outputs()] == ['boxes', 'scores', 'labels', 'num_dets']
-    assert sess.get_inputs()[0].shape[1:] == [3, 160, 160]
+    assert sess.get_inputs()[0].shape[1:] == [3, 128, 128]
     g = torch.Generator().manual_seed(5)
-    images = torch.randint(0, 256, (3, 3, 160, 160), generator=g).float()  # batch 3 (export: 1)
+    images = torch.randint(0, 256, (3, 3, 128, 128), generator=g).float()  # batch 3 (export: 1)
     boxes, scores, labels, num = sess.run(None, {'images': images.numpy()})
     assert boxes.shape == (3, max_per_img, 4) and labels.dtype == np.int64
     refs = _torch_predict(model, images)
