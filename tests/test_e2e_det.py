@@ -64,6 +64,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + '/annotations/instances_val.json')
 test_evaluator = val_evaluator
 train_cfg = dict(max_epochs={max_epochs}, val_interval=100)
+optim_wrapper = dict(optimizer=dict(lr=2e-3))
 param_scheduler = [dict(type='MultiStepLR', by_epoch=True, milestones=[1], gamma=0.5)]
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, max_keep_ckpts=5))
 custom_hooks = {hooks!r}
@@ -90,7 +91,7 @@ def test_train_save_resume_and_test(tmp_path, shapes_root):
     ckpt = safe_torch_load(osp.join(resumed, 'epoch_2.pth'))
     assert ckpt['meta']['epoch'] == 2 and ckpt['meta']['iter'] == 4
     # The scheduler halved the lr after epoch 1 in both runs.
-    assert ckpt['optimizer']['param_groups'][0]['lr'] == pytest.approx(0.01)
+    assert ckpt['optimizer']['param_groups'][0]['lr'] == pytest.approx(1e-3)
     expected = _weights(osp.join(straight, 'epoch_2.pth'))
     for key, value in _weights(osp.join(resumed, 'epoch_2.pth')).items():
         torch.testing.assert_close(value, expected[key], msg=f'{key} differs after resume')
