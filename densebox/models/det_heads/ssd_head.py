@@ -180,12 +180,11 @@ class SSDHead(BaseModule):
             factors = torch.tensor([m['scale_factor'] for m in metas], device=boxes.device,
                                    dtype=out_boxes.dtype).repeat(1, 2)                  # (B, 4)
             out_boxes = out_boxes / factors[:, None, :]
-        results = []
-        for i in range(batch):  # per image only to split ragged outputs; no work per box
-            sel = out_valid[i]
-            results.append(InstanceData(bboxes=out_boxes[i][sel], scores=out_scores[i][sel],
-                                        labels=out_labels[i][sel]))
-        return results
+        # Scores are sorted, so each image's detections are a prefix of its row: one read of
+        # the counts (the only host sync of the split) and then plain slices.
+        counts = out_valid.sum(1).tolist()
+        return [InstanceData(bboxes=out_boxes[i, :n], scores=out_scores[i, :n],
+                             labels=out_labels[i, :n]) for i, n in enumerate(counts)]
 
 
 def hard_negative_mask(loss: Tensor, negative: Tensor, num_keep: Tensor) -> Tensor:
