@@ -2,7 +2,8 @@
 
 Cases: nms at 1k / 10k / 50k boxes; batched_nms of 10k boxes over 80 classes, and of a
 detector batch (4 images on the CPU, 32 on CUDA, x 80 classes x 100 candidates, one group
-per image and class); roi_align forward of 1000 RoIs on a 1x256x200x304 map (7x7, scale
+per image and class), and that batch as the fixed-shape table segmented_nms reduces (rows
+sorted by score; against torchvision's batched_nms of the same boxes); roi_align forward of 1000 RoIs on a 1x256x200x304 map (7x7, scale
 1/4, sampling 2, aligned). On the CPU and, when one is visible, on CUDA. Every case also checks that both
 libraries return the same result. Prints a table (median milliseconds, ratio
 torchvision / densebox: above 1 means densebox is faster) and writes JSON with --out.
@@ -115,6 +116,25 @@ def cases(device: str) -> list[dict]:
         densebox=lambda: dops.batched_nms(boxes_b, scores_b, groups_b, 0.45),
         torchvision=lambda: torchvision.ops.batched_nms(boxes_b, scores_b, groups_b, 0.45),
         same=lambda a, b: same_kept(a, b, scores_b)))
+
+    # the same batch as the fixed-shape table SSDHead suppresses: rows sorted by score,
+    # densebox.ops.segmented_nms returns a (G, k) keep mask without syncing the host
+    order = scores_b.view(-1, k).argsort(dim=1, descending=True, stable=True)
+    flat_order = (order + torch.arange(0, images * classes * k, k, device=device)[:, None]).flatten()
+    table = boxes_b[flat_order].view(-1, k, 4)
+
+    def same_mask(mask, kept):
+        expected = torch.zeros(mask.numel(), dtype=torch.bool, device=mask.device)
+        expected[kept] = True
+        return torch.equal(mask.flatten(), expected)
+
+    out.append(dict(
+        name=f'segmented_nms {images} img x 80 cls x {k} (vs batched_nms)',
+        repeats=5 if cpu else 30,
+        densebox=lambda: dops.segmented_nms(table, None, 0.45),
+        torchvision=lambda: torchvision.ops.batched_nms(
+            table.flatten(0, 1), scores_b[flat_order], groups_b, 0.45),
+        same=same_mask))
 
     gen = torch.Generator().manual_seed(8)
     feats = torch.randn(1, 256, 200, 304, generator=gen).to(device)

@@ -137,7 +137,8 @@ def quickstart_main(argv: Optional[List[str]] = None) -> dict:
     from densebox.datasets.shapes import ensure_shapes
     config = args.config or _find_config(QUICKSTART_CONFIGS[args.task])
     cfg = _load_config(config, args.cfg_options, args.work_dir)
-    ensure_shapes(cfg.train_dataloader.dataset.data_root)  # the config says where
+    dataset = cfg.train_dataloader.dataset  # the config says where, and how much
+    ensure_shapes(dataset.data_root, **(dataset.get('generate_cfg') or {}))
     runner = _build_runner(cfg)
     runner.train()
     metrics = runner.test()

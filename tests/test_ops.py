@@ -211,6 +211,107 @@ def test_batched_nms_empty_and_bad_idxs():
 
 # ----------------------------------------------------------------------------- box_iou
 
+# ----------------------------------------------------------------------------- segmented nms
+
+def make_table(groups, k, seed=0, dtype=torch.float32, valid='random'):
+    """(G, k, 4) boxes (rows already 'sorted': position = rank) and a (G, k) valid mask."""
+    gen = torch.Generator().manual_seed(seed + 7)
+    boxes = make_boxes(groups * k, seed=seed, clusters=max(1, groups * k // 15)).view(groups, k, 4)
+    if valid == 'prefix':  # what a per-class top-k above a score threshold gives
+        lengths = torch.randint(0, k + 1, (groups, 1), generator=gen)
+        mask = torch.arange(k)[None] < lengths
+    else:
+        mask = torch.rand(groups, k, generator=gen) < 0.8
+    return boxes.to(dtype), mask
+
+
+def reference_segmented_nms(boxes, valid, iou_threshold):
+    """Row by row: torchvision.ops.nms on the valid boxes, scores decreasing along the row."""
+    keep = torch.zeros(boxes.shape[:2], dtype=torch.bool)
+    for g in range(boxes.shape[0]):
+        members = torch.nonzero(valid[g]).flatten()
+        if len(members):
+            scores = -members.double()
+            kept = torchvision.ops.nms(boxes[g, members].double(), scores, iou_threshold)
+            keep[g, members[kept]] = True
+    return keep
+
+
+@pytest.mark.parametrize('groups,k', [(1, 1), (3, 50), (160, 200), (7, 1000)])
+@pytest.mark.parametrize('valid', ['prefix', 'random'])
+def test_segmented_nms_matches_per_row_nms(groups, k, valid):
+    boxes, mask = make_table(groups, k, seed=groups + k, valid=valid)
+    for iou_threshold in (0.3, 0.5):
+        keep = ops.segmented_nms(boxes, mask, iou_threshold)
+        assert keep.shape == (groups, k) and keep.dtype == torch.bool
+        assert torch.equal(keep, reference_segmented_nms(boxes, mask, iou_threshold))
+        assert not (keep & ~mask).any()
+
+
+def test_segmented_nms_equals_batched_nms_on_the_flattened_table():
+    """The SSD head's old path: batched_nms over the valid entries, one group per row."""
+    boxes, mask = make_table(40, 120, seed=3, valid='prefix')
+    rows, cols = torch.nonzero(mask, as_tuple=True)
+    kept = ops.batched_nms(boxes[rows, cols], -cols.float(), rows, 0.45)
+    expected = torch.zeros_like(mask)
+    expected[rows[kept], cols[kept]] = True
+    assert torch.equal(ops.segmented_nms(boxes, mask, 0.45), expected)
+
+
+def test_segmented_nms_edge_cases():
+    assert ops.segmented_nms(torch.zeros(0, 5, 4), None, 0.5).shape == (0, 5)
+    assert ops.segmented_nms(torch.zeros(4, 0, 4), None, 0.5).shape == (4, 0)
+    # no valid mask: everything takes part; identical boxes keep only the first of each row
+    same = torch.tensor([10.0, 10, 50, 50]).expand(2, 3, 4)
+    assert ops.segmented_nms(same, None, 0.5).tolist() == [[True, False, False]] * 2
+    # an invalid box suppresses nothing, even when it comes first
+    assert ops.segmented_nms(same, torch.tensor([[False, True, True]] * 2), 0.5).tolist() == \
+        [[False, True, False]] * 2
+    # degenerate (zero-area) boxes: IoU 0 / NaN never exceeds the threshold
+    flat = torch.tensor([[[5.0, 5, 5, 5], [5, 5, 5, 5], [0, 0, 0, 10]]])
+    assert ops.segmented_nms(flat, None, 0.5).tolist() == \
+        reference_segmented_nms(flat, torch.ones(1, 3, dtype=torch.bool), 0.5).tolist()
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_segmented_nms_dtypes(dtype):
+    boxes, mask = make_table(6, 80, seed=11, dtype=dtype)
+    expected = reference_segmented_nms(boxes.float(), mask, 0.5)
+    assert torch.equal(ops.segmented_nms(boxes, mask, 0.5), expected)
+
+
+def test_segmented_nms_non_contiguous_and_meta():
+    boxes, mask = make_table(5, 60, seed=12)
+    wide = torch.zeros(60, 5, 8)
+    wide[..., ::2] = boxes.transpose(0, 1)  # a strided, transposed view holding the same boxes
+    view = wide[..., ::2].transpose(0, 1)
+    assert not view.is_contiguous()
+    assert torch.equal(ops.segmented_nms(view, mask.t().contiguous().t(), 0.5),
+                       ops.segmented_nms(boxes, mask, 0.5))
+    # on the meta device only shapes flow: proof that the op has no data-dependent output
+    meta = ops.segmented_nms(boxes.to('meta'), mask.to('meta'), 0.5)
+    assert meta.device.type == 'meta' and meta.shape == (5, 60) and meta.dtype == torch.bool
+
+
+def test_segmented_nms_rejects_bad_input():
+    with pytest.raises(ValueError, match=r'boxes must be a \(G, k, 4\)'):
+        ops.segmented_nms(torch.zeros(5, 4), None, 0.5)
+    with pytest.raises(ValueError, match='valid must be'):
+        ops.segmented_nms(torch.zeros(2, 5, 4), torch.ones(2, 4, dtype=torch.bool), 0.5)
+    with pytest.raises(TypeError, match='floating point'):
+        ops.segmented_nms(torch.zeros(2, 5, 4, dtype=torch.int32), None, 0.5)
+
+
+def test_segmented_nms_torchvision_fallback(monkeypatch):
+    boxes, mask = make_table(30, 90, seed=13, valid='prefix')
+    expected = ops.segmented_nms(boxes, mask, 0.5)
+    monkeypatch.setenv('DENSEBOX_OPS', 'torchvision')
+    _ext.reset()
+    assert torch.equal(ops.segmented_nms(boxes, mask, 0.5), expected)
+    assert torch.equal(ops.segmented_nms(boxes, None, 0.5),
+                       reference_segmented_nms(boxes, torch.ones_like(mask), 0.5))
+
+
 def test_box_iou_matches_torchvision():
     a, b = make_boxes(50, seed=10), make_boxes(70, seed=11)
     assert torch.allclose(ops.box_iou(a, b), torchvision.ops.box_iou(a, b), atol=0, rtol=1e-6)
@@ -484,3 +585,37 @@ def test_cuda_roi_align_half_and_gradcheck():
     x = torch.randn(1, 2, 6, 6, generator=gen, dtype=torch.float64).cuda().requires_grad_()
     r = torch.tensor([[0, 0.5, 0.2, 4.1, 5.3]], dtype=torch.float64).cuda()
     assert torch.autograd.gradcheck(lambda t: ops.roi_align(t, r, 2, 1.0, 2, False), (x,))
+
+
+@needs_cuda
+@pytest.mark.parametrize('groups,k', [(1, 1), (160, 200), (2560, 200), (3, 2000)])
+@pytest.mark.parametrize('dtype', [torch.float16, torch.float32, torch.float64])
+def test_cuda_segmented_nms_matches_cpu(groups, k, dtype):
+    boxes, mask = make_table(groups, k, seed=groups, valid='prefix')
+    boxes = boxes.round().to(dtype)  # whole pixels: exact IoUs on both devices
+    keep = ops.segmented_nms(boxes.cuda(), mask.cuda(), 0.45)
+    assert keep.is_cuda and keep.dtype == torch.bool
+    assert torch.equal(keep.cpu(), ops.segmented_nms(boxes, mask, 0.45))
+
+
+@needs_cuda
+def test_cuda_ssd_post_processing_never_syncs():
+    """SSD decoding + NMS for a batch runs with CUDA's sync checker set to raise."""
+    from densebox.models.det_heads.ssd_head import SSDHead
+    head = SSDHead(num_classes=80, in_channels=(8, 8), num_base_priors=(4, 6),
+                   anchor_generator=dict(type='SSDAnchorGenerator', input_size=64,
+                                         strides=(8, 16), ratios=([2], [2, 3]),
+                                         min_sizes=(10, 25), max_sizes=(25, 45))).cuda()
+    feats = [torch.randn(4, 8, 8, 8, device='cuda'), torch.randn(4, 8, 4, 4, device='cuda')]
+    cls_logits, box_deltas = head(feats)
+    anchors = head.anchors(feats)
+    metas = [dict(img_shape=(64, 64), scale_factor=(1.0, 1.0))] * 4
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        boxes, scores, labels, counts = head.batched_detections(cls_logits, box_deltas,
+                                                                anchors, metas)
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+    results = head.predict_by_outputs(cls_logits, box_deltas, anchors, metas)
+    assert [len(r.scores) for r in results] == counts.tolist()

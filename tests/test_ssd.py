@@ -179,3 +179,59 @@ def test_loss_decreases_and_predict_rescales():
     assert torch.allclose(p.bboxes, q.bboxes / torch.tensor([0.5, 0.25, 0.5, 0.25]))
     assert (p.scores[:-1] >= p.scores[1:]).all()
     assert p.labels.min() >= 0 and p.labels.max() < 3
+
+
+def _reference_detections(head, cls_logits, box_deltas, anchors, img_hw):
+    """Per image and class, written as loops: threshold, top-k, torchvision NMS, best M."""
+    import torchvision
+    cfg = head.test_cfg
+    results = []
+    for b in range(cls_logits.shape[0]):
+        boxes = head.bbox_coder.decode(anchors[None], box_deltas[b:b + 1], max_shape=img_hw)[0]
+        probs = cls_logits[b].softmax(-1)
+        found = []
+        for c in range(head.num_classes):
+            scores, idx = probs[:, c + 1].topk(min(cfg['nms_pre'], len(anchors)))
+            keep = scores > cfg['score_thr']
+            scores, idx = scores[keep], idx[keep]
+            kept = torchvision.ops.nms(boxes[idx], scores, cfg['nms_iou_thr'])
+            found += [(float(scores[i]), c, boxes[idx[i]]) for i in kept]
+        found.sort(key=lambda t: -t[0])
+        found = found[:cfg['max_per_img']]
+        results.append((torch.tensor([f[0] for f in found]), torch.tensor([f[1] for f in found]),
+                        torch.stack([f[2] for f in found]) if found else torch.zeros(0, 4)))
+    return results
+
+
+def test_batched_post_processing_equals_per_image_loops():
+    torch.manual_seed(1)
+    head = _tiny_ssd().bbox_head
+    head.test_cfg.update(nms_pre=50, max_per_img=40, score_thr=0.05)
+    feats = [torch.randn(3, c, s, s) for c, s in zip((128, 256, 128, 64), (12, 6, 3, 2))]
+    with torch.no_grad():
+        cls_logits, box_deltas = head(feats)
+        cls_logits = cls_logits * 2  # spread the softmax so that scores cross the threshold
+        anchors = head.anchors(feats)
+        metas = [dict(img_shape=(96, 96), scale_factor=(1.0, 1.0))] * 3
+        results = head.predict_by_outputs(cls_logits, box_deltas, anchors, metas)
+    expected = _reference_detections(head, cls_logits, box_deltas, anchors, (96, 96))
+    assert sum(len(r.scores) for r in results) > 20
+    assert all(len(r.scores.unique()) == len(r.scores) for r in results)  # no ties to order
+    for got, (scores, labels, boxes) in zip(results, expected):
+        torch.testing.assert_close(got.scores, scores, rtol=0, atol=0)
+        assert torch.equal(got.labels, labels)
+        torch.testing.assert_close(got.bboxes, boxes, rtol=0, atol=0)
+
+
+def test_batched_detections_have_no_data_dependent_shapes():
+    """On the meta device only shapes exist: any boolean-mask selection, nonzero() or .item()
+    in the decoding + NMS path would raise. This is what lets a GPU run it with no host sync."""
+    head = _tiny_ssd().bbox_head.to('meta')
+    feats = [torch.empty(2, c, s, s, device='meta')
+             for c, s in zip((128, 256, 128, 64), (12, 6, 3, 2))]
+    cls_logits, box_deltas = head(feats)
+    metas = [dict(img_shape=(96, 96), scale_factor=(0.5, 0.5))] * 2
+    boxes, scores, labels, counts = head.batched_detections(cls_logits, box_deltas,
+                                                            head.anchors(feats), metas)
+    assert boxes.shape == (2, 200, 4) and scores.shape == labels.shape == (2, 200)
+    assert counts.shape == (2,) and boxes.device.type == 'meta'

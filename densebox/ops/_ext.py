@@ -301,10 +301,13 @@ def _current() -> _Choice:
 
 
 def extension_for(device: torch.device | str) -> Ops | None:
-    """The extension serving tensors on ``device``, or None for torchvision.ops."""
+    """The extension serving tensors on ``device``, or None for torchvision.ops.
+
+    ``meta`` tensors (shapes only) go to the extension too; its shape-only ops handle them.
+    """
     device = torch.device(device)
     choice = _current()
-    if choice.ext is None or device.type not in ('cpu', 'cuda'):
+    if choice.ext is None or device.type not in ('cpu', 'cuda', 'meta'):
         return None
     if device.type == 'cuda' and not choice.cuda:
         return None

@@ -102,3 +102,57 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         return torchvision.ops.batched_nms(*_torchvision_inputs(boxes, scores), groups,
                                            float(iou_threshold))
     return ext.nms(boxes, scores, groups, float(iou_threshold))
+
+
+def segmented_nms(boxes: Tensor, valid: Tensor | None, iou_threshold: float) -> Tensor:
+    """Greedy NMS inside each row of a fixed-shape candidate table.
+
+    The form detection heads need for a whole batch: G = images x classes rows of k
+    candidates each (e.g. the per-class top-k), every row already sorted by decreasing
+    score. The result has the input's shape, so nothing waits for the host: the extension
+    runs one CUDA block per row and never copies to the host. Row by row it equals
+    ``torchvision.ops.nms`` on that row's valid boxes with scores decreasing along the row.
+
+    Args:
+        boxes (Tensor): (G, k, 4) xyxy boxes, each row in decreasing score order.
+        valid (Tensor | None): (G, k) bool, the candidates taking part (e.g. score above
+            the threshold); the others are neither kept nor suppress anything. None: all.
+        iou_threshold (float): a box is suppressed by a kept earlier box when IoU > this.
+
+    Returns:
+        Tensor: (G, k) bool, True for the boxes kept.
+    """
+    if not isinstance(boxes, Tensor) or boxes.dim() != 3 or boxes.size(-1) != 4:
+        shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+        raise ValueError(f'segmented_nms: boxes must be a (G, k, 4) xyxy tensor, got {shape}')
+    if not boxes.is_floating_point():
+        raise TypeError(f'segmented_nms: boxes must be floating point, got {boxes.dtype}')
+    if valid is not None:
+        if not isinstance(valid, Tensor) or valid.shape != boxes.shape[:2]:
+            shape = tuple(valid.shape) if isinstance(valid, Tensor) else type(valid).__name__
+            raise ValueError(f'segmented_nms: valid must be {tuple(boxes.shape[:2])}, got {shape}')
+        if valid.device != boxes.device:
+            raise ValueError(f'segmented_nms: boxes on {boxes.device} but valid on {valid.device}')
+        valid = valid.bool()
+    ext = _ext.extension_for(boxes.device)
+    if ext is not None:
+        return ext.segmented_nms(boxes, valid, float(iou_threshold))
+    return _segmented_nms_torchvision(boxes, valid, float(iou_threshold))
+
+
+def _segmented_nms_torchvision(boxes: Tensor, valid: Tensor | None, iou_threshold: float) -> Tensor:
+    """Fallback: torchvision's batched_nms over the valid entries (this one syncs the host)."""
+    import torchvision
+    groups, k = boxes.shape[:2]
+    if valid is None:
+        valid = torch.ones(groups, k, dtype=torch.bool, device=boxes.device)
+    keep = torch.zeros_like(valid)
+    rows, cols = valid.nonzero(as_tuple=True)
+    if rows.numel() == 0:
+        return keep
+    # the position in the row stands in for the score: a stable sort keeps the row order
+    rank_scores = -cols.to(torch.float32)
+    flat_boxes, rank_scores = _torchvision_inputs(boxes[rows, cols], rank_scores)
+    kept = torchvision.ops.batched_nms(flat_boxes, rank_scores, rows, iou_threshold)
+    keep[rows[kept], cols[kept]] = True
+    return keep

@@ -140,10 +140,36 @@ class SSDHead(BaseModule):
         """Decode and suppress the whole batch at once on its device.
 
         Per image and class the ``nms_pre`` best-scoring priors above ``score_thr`` are kept,
-        one class-aware NMS runs over all images and classes together, and the
-        ``max_per_img`` best survivors of each image are returned.
+        NMS runs inside each (image, class) row of that table, and the ``max_per_img`` best
+        survivors of each image are returned. All of it works on fixed-shape tensors (see
+        :meth:`batched_detections`); the host waits only once, for the per-image counts.
         """
-        from densebox.ops import batched_nms
+        out_boxes, out_scores, out_labels, counts = self.batched_detections(
+            cls_logits, box_deltas, anchors, metas, rescale)
+        # Scores are sorted, so each image's detections are a prefix of its row: one read of
+        # the counts (the only host sync) and then plain slices.
+        return [InstanceData(bboxes=out_boxes[i, :n], scores=out_scores[i, :n],
+                             labels=out_labels[i, :n]) for i, n in enumerate(counts.tolist())]
+
+    def batched_detections(self, cls_logits: Tensor, box_deltas: Tensor, anchors: Tensor,
+                           metas: Sequence[dict], rescale: bool = True
+                           ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Detections of a batch as padded tensors, with no data-dependent shape anywhere.
+
+        Args:
+            cls_logits: (B, A, C + 1) class logits, background first.
+            box_deltas: (B, A, 4) encoded box regressions.
+            anchors: (A, 4) xyxy priors in input pixels.
+            metas: per-image meta dicts (``scale_factor``; ``batch_input_shape`` or
+                ``img_shape`` for clipping).
+            rescale: divide boxes by each image's ``scale_factor``.
+
+        Returns:
+            boxes (B, M, 4), scores (B, M) sorted in decreasing order, labels (B, M) int64,
+            counts (B,) int64: image i's detections are the first ``counts[i]`` entries of
+            its rows (M = ``max_per_img``); padding entries have score -1.
+        """
+        from densebox.ops import segmented_nms
         cfg = self.test_cfg
         batch, num_anchors, _ = cls_logits.shape
         num_classes = self.num_classes
@@ -152,39 +178,25 @@ class SSDHead(BaseModule):
         scores = cls_logits.float().softmax(-1)[..., 1:].transpose(1, 2)              # (B, C, A)
 
         k = min(cfg['nms_pre'], num_anchors)
-        top_scores, top_idx = scores.topk(k, dim=2)                                    # (B, C, k)
+        top_scores, top_idx = scores.topk(k, dim=2)                      # (B, C, k), sorted
         cand_boxes = torch.gather(boxes[:, None].expand(-1, num_classes, -1, -1), 2,
                                   top_idx[..., None].expand(-1, -1, -1, 4))            # (B, C, k, 4)
-        image_idx = torch.arange(batch, device=boxes.device)[:, None, None].expand_as(top_idx)
-        class_idx = torch.arange(num_classes, device=boxes.device)[None, :, None].expand_as(top_idx)
         valid = top_scores > cfg['score_thr']
+        keep = segmented_nms(cand_boxes.flatten(0, 1), valid.flatten(0, 1),
+                             cfg['nms_iou_thr']).view_as(valid)                        # (B, C, k)
 
-        flat_scores = top_scores[valid]
-        flat_boxes = cand_boxes[valid]
-        flat_groups = (image_idx * num_classes + class_idx)[valid]
-        keep = batched_nms(flat_boxes, flat_scores, flat_groups, cfg['nms_iou_thr'])
-
-        # Scatter the survivors back into a (B, C*k) score table and take each image's best.
-        kept = torch.zeros_like(flat_scores, dtype=torch.bool)
-        kept[keep] = True
-        table = torch.full(top_scores.shape, -1.0, device=boxes.device)
-        table[valid] = torch.where(kept, flat_scores, torch.full_like(flat_scores, -1.0))
-        table = table.flatten(1)                                                        # (B, C*k)
+        # survivors' scores in a (B, C*k) table (-1 elsewhere); each image's best M of it
+        table = torch.where(keep, top_scores, torch.full_like(top_scores, -1.0)).flatten(1)
         num_out = min(cfg['max_per_img'], table.shape[1])
         out_scores, out_idx = table.topk(num_out, dim=1)                                # (B, M)
         out_boxes = torch.gather(cand_boxes.flatten(1, 2), 1, out_idx[..., None].expand(-1, -1, 4))
         out_labels = out_idx // k
-        out_valid = out_scores > 0
-
         if rescale:
             factors = torch.tensor([m['scale_factor'] for m in metas], device=boxes.device,
                                    dtype=out_boxes.dtype).repeat(1, 2)                  # (B, 4)
             out_boxes = out_boxes / factors[:, None, :]
-        # Scores are sorted, so each image's detections are a prefix of its row: one read of
-        # the counts (the only host sync of the split) and then plain slices.
-        counts = out_valid.sum(1).tolist()
-        return [InstanceData(bboxes=out_boxes[i, :n], scores=out_scores[i, :n],
-                             labels=out_labels[i, :n]) for i, n in enumerate(counts)]
+        counts = (out_scores >= 0).sum(1)
+        return out_boxes, out_scores, out_labels, counts
 
 
 def hard_negative_mask(loss: Tensor, negative: Tensor, num_keep: Tensor) -> Tensor:

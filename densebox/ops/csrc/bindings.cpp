@@ -4,6 +4,8 @@
 // a pybind11 module: the library then needs no Python headers and compiles much faster.
 // The namespace is the extension's name, which carries the source hash, so two builds can
 // live in one process.
+#include <ATen/ops/empty.h>
+#include <ATen/ops/ones.h>
 #include <torch/library.h>
 
 #include "ops.h"
@@ -45,6 +47,37 @@ at::Tensor nms(const at::Tensor& boxes, const at::Tensor& scores,
   return nms_cpu(boxes, scores, groups, iou_threshold);
 }
 
+at::Tensor segmented_nms(const at::Tensor& boxes, const std::optional<at::Tensor>& valid,
+                         double iou_threshold) {
+  TORCH_CHECK(boxes.dim() == 3 && boxes.size(2) == 4,
+              "segmented_nms: boxes must be (G, k, 4), got ", boxes.sizes());
+  TORCH_CHECK(at::isFloatingType(boxes.scalar_type()),
+              "segmented_nms: boxes must be floating point, got ", boxes.scalar_type());
+  at::Tensor v;
+  if (valid.has_value()) {
+    TORCH_CHECK(valid->dim() == 2 && valid->size(0) == boxes.size(0) &&
+                    valid->size(1) == boxes.size(1),
+                "segmented_nms: valid must be (G, k) = (", boxes.size(0), ", ", boxes.size(1),
+                "), got ", valid->sizes());
+    check_same_device(boxes, *valid, "segmented_nms");
+    v = valid->to(at::kBool);
+  } else {
+    v = at::ones({boxes.size(0), boxes.size(1)}, boxes.options().dtype(at::kBool));
+  }
+  if (boxes.is_meta()) {  // shapes only: lets callers check a pipeline has no data-dependent step
+    return at::empty({boxes.size(0), boxes.size(1)}, boxes.options().dtype(at::kBool));
+  }
+  if (boxes.is_cuda()) {
+#ifdef DENSEBOX_WITH_CUDA
+    return segmented_nms_cuda(boxes, v, iou_threshold);
+#else
+    no_cuda("segmented_nms");
+#endif
+  }
+  TORCH_CHECK(boxes.is_cpu(), "segmented_nms: unsupported device ", boxes.device());
+  return segmented_nms_cpu(boxes, v, iou_threshold);
+}
+
 at::Tensor roi_align_forward(const at::Tensor& input, const at::Tensor& rois,
                              double spatial_scale, int64_t pooled_h, int64_t pooled_w,
                              int64_t sampling_ratio, bool aligned) {
@@ -62,6 +95,7 @@ at::Tensor roi_align_forward(const at::Tensor& input, const at::Tensor& rois,
     no_cuda("roi_align");
 #endif
   }
+  TORCH_CHECK(input.is_cpu(), "roi_align: unsupported device ", input.device());
   return roi_align_forward_cpu(input, rois, spatial_scale, pooled_h, pooled_w, sampling_ratio,
                                aligned);
 }
@@ -82,6 +116,7 @@ at::Tensor roi_align_backward(const at::Tensor& grad, const at::Tensor& rois,
     no_cuda("roi_align backward");
 #endif
   }
+  TORCH_CHECK(grad.is_cpu(), "roi_align backward: unsupported device ", grad.device());
   return roi_align_backward_cpu(grad, rois, spatial_scale, pooled_h, pooled_w, batch, channels,
                                 height, width, sampling_ratio, aligned);
 }
@@ -104,6 +139,8 @@ DENSEBOX_TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
   namespace o = densebox::ops;
   m.def("nms(Tensor boxes, Tensor scores, Tensor? groups, float iou_threshold) -> Tensor",
         &o::nms);
+  m.def("segmented_nms(Tensor boxes, Tensor? valid, float iou_threshold) -> Tensor",
+        &o::segmented_nms);
   m.def("roi_align_forward(Tensor input, Tensor rois, float spatial_scale, int pooled_h, "
         "int pooled_w, int sampling_ratio, bool aligned) -> Tensor",
         &o::roi_align_forward);

@@ -35,6 +35,16 @@ NmsOrder nms_order(const at::Tensor& scores, const std::optional<at::Tensor>& gr
 
 namespace {
 
+// IoU(i, j) > threshold with torchvision's CPU arithmetic (all in the box type T).
+template <typename T>
+inline bool iou_above(T ix1, T iy1, T ix2, T iy2, T iarea, T jx1, T jy1, T jx2, T jy2,
+                      T jarea, double iou_threshold) {
+  const T iw = std::max(static_cast<T>(0), std::min(ix2, jx2) - std::max(ix1, jx1));
+  const T ih = std::max(static_cast<T>(0), std::min(iy2, jy2) - std::max(iy1, jy1));
+  const T inter = iw * ih;
+  return inter / (iarea + jarea - inter) > iou_threshold;
+}
+
 // Sorted boxes as separate coordinate arrays (structure of arrays).
 template <typename T>
 struct SortedBoxes {
@@ -59,16 +69,9 @@ void reduce_range(const SortedBoxes<T>& b, int64_t begin, int64_t end, double io
     int64_t w = a + 1;
     for (int64_t c = a + 1; c < m; ++c) {
       const int64_t j = alive[c];
-      const T xx1 = std::max(ix1, x1[j]);
-      const T yy1 = std::max(iy1, y1[j]);
-      const T xx2 = std::min(ix2, x2[j]);
-      const T yy2 = std::min(iy2, y2[j]);
-      const T iw = std::max(static_cast<T>(0), xx2 - xx1);
-      const T ih = std::max(static_cast<T>(0), yy2 - yy1);
-      const T inter = iw * ih;
-      const T iou = inter / (iarea + area[j] - inter);
       alive[w] = j;  // branch-free compaction: advance only for survivors
-      w += !(iou > iou_threshold);
+      w += !iou_above(ix1, iy1, ix2, iy2, iarea, x1[j], y1[j], x2[j], y2[j], area[j],
+                      iou_threshold);
     }
     m = w;
   }
@@ -132,7 +135,60 @@ at::Tensor nms_impl(const at::Tensor& boxes, const NmsOrder& o, double iou_thres
   return out;
 }
 
+// Greedy NMS inside each row of a (G, k, 4) table whose rows are already in score order.
+template <typename T>
+void segmented_nms_impl(const at::Tensor& boxes, const at::Tensor& valid, double iou_threshold,
+                        at::Tensor& keep) {
+  const int64_t groups = boxes.size(0), k = boxes.size(1);
+  const T* all_boxes = boxes.data_ptr<T>();
+  const bool* all_valid = valid.data_ptr<bool>();
+  bool* all_keep = keep.data_ptr<bool>();
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(k, 1));
+  at::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
+    std::vector<T> area(k);
+    std::vector<int64_t> alive(k);
+    for (int64_t g = g0; g < g1; ++g) {
+      const T* b = all_boxes + g * k * 4;
+      bool* kept = all_keep + g * k;
+      int64_t m = 0;
+      for (int64_t i = 0; i < k; ++i) {
+        kept[i] = false;
+        area[i] = (b[i * 4 + 2] - b[i * 4]) * (b[i * 4 + 3] - b[i * 4 + 1]);
+        if (all_valid[g * k + i]) alive[m++] = i;
+      }
+      // same walk as reduce_range: keep the first survivor, compact the rest
+      for (int64_t a = 0; a < m; ++a) {
+        const int64_t i = alive[a];
+        kept[i] = true;
+        const T* bi = b + i * 4;
+        int64_t w = a + 1;
+        for (int64_t c = a + 1; c < m; ++c) {
+          const int64_t j = alive[c];
+          const T* bj = b + j * 4;
+          alive[w] = j;
+          w += !iou_above(bi[0], bi[1], bi[2], bi[3], area[i], bj[0], bj[1], bj[2], bj[3],
+                          area[j], iou_threshold);
+        }
+        m = w;
+      }
+    }
+  });
+}
+
 }  // namespace
+
+at::Tensor segmented_nms_cpu(const at::Tensor& boxes, const at::Tensor& valid,
+                             double iou_threshold) {
+  const bool reduced = boxes.scalar_type() == at::kHalf || boxes.scalar_type() == at::kBFloat16;
+  const auto b = (reduced ? boxes.to(at::kFloat) : boxes).contiguous();
+  const auto v = valid.contiguous();
+  auto keep = at::empty({boxes.size(0), boxes.size(1)}, boxes.options().dtype(at::kBool));
+  if (keep.numel() == 0) return keep;
+  AT_DISPATCH_FLOATING_TYPES(b.scalar_type(), "densebox_segmented_nms_cpu", [&] {
+    segmented_nms_impl<scalar_t>(b, v, iou_threshold, keep);
+  });
+  return keep;
+}
 
 at::Tensor nms_cpu(const at::Tensor& boxes, const at::Tensor& scores,
                    const std::optional<at::Tensor>& groups, double iou_threshold) {

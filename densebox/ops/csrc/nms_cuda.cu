@@ -198,6 +198,27 @@ __global__ void reduce_kernel(Segments seg, const unsigned long long* __restrict
   }
 }
 
+// Greedy NMS inside each row of a (G, k, 4) table sorted by score: one thread block per row.
+// The block walks the row in order; when candidate i is still kept, every thread clears the
+// later candidates of its stride that i overlaps. keep[i] is final once the walk reaches i,
+// and a barrier follows every step that wrote, so all threads read the same keep[i].
+template <typename T>
+__global__ void segmented_nms_kernel(int64_t k, float threshold, const T* __restrict__ boxes,
+                                     const bool* __restrict__ valid, bool* __restrict__ keep) {
+  const int64_t g = blockIdx.x;
+  const T* b = boxes + g * k * 4;
+  bool* kept = keep + g * k;
+  for (int64_t j = threadIdx.x; j < k; j += blockDim.x) kept[j] = valid[g * k + j];
+  __syncthreads();
+  for (int64_t i = 0; i + 1 < k; ++i) {
+    if (!kept[i]) continue;  // same value in every thread: no write since the last barrier
+    for (int64_t j = i + 1 + threadIdx.x; j < k; j += blockDim.x) {
+      if (kept[j] && overlaps(b + i * 4, b + j * 4, threshold)) kept[j] = false;
+    }
+    __syncthreads();
+  }
+}
+
 // Exclusive prefix sum (int64, on the device).
 at::Tensor exclusive_cumsum(const at::Tensor& v) { return v.cumsum(0).sub(v); }
 
@@ -272,6 +293,27 @@ at::Tensor nms_cuda(const at::Tensor& boxes, const at::Tensor& scores,
   // flags are indexed by rank in the score order, so nonzero() lists the kept boxes by
   // decreasing score; it is the second (and last) device -> host transfer
   return o.order.index_select(0, at::nonzero(keep).flatten());
+}
+
+at::Tensor segmented_nms_cuda(const at::Tensor& boxes, const at::Tensor& valid,
+                              double iou_threshold) {
+  const c10::cuda::CUDAGuard guard(boxes.device());
+  const int64_t groups = boxes.size(0), k = boxes.size(1);
+  auto keep = at::empty({groups, k}, boxes.options().dtype(at::kBool));
+  if (keep.numel() == 0) return keep;
+  TORCH_CHECK(groups <= (int64_t{1} << 31) - 1, "segmented_nms: too many rows (", groups, ")");
+  const auto b = boxes.contiguous();
+  const auto v = valid.contiguous();
+  const int threads = static_cast<int>(std::clamp<int64_t>(ceil_div(k, 32) * 32, 32, 256));
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.scalar_type(),
+                                  "densebox_segmented_nms", [&] {
+    segmented_nms_kernel<scalar_t><<<static_cast<unsigned>(groups), threads, 0, stream>>>(
+        k, static_cast<float>(iou_threshold), b.data_ptr<scalar_t>(), v.data_ptr<bool>(),
+        keep.data_ptr<bool>());
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return keep;
 }
 
 }  // namespace densebox::ops

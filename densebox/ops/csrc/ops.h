@@ -22,6 +22,12 @@ NmsOrder nms_order(const at::Tensor& scores, const std::optional<at::Tensor>& gr
 at::Tensor nms_cpu(const at::Tensor& boxes, const at::Tensor& scores,
                    const std::optional<at::Tensor>& groups, double iou_threshold);
 
+// Greedy NMS inside each row of a (G, k, 4) box table whose rows are sorted by decreasing
+// score; valid (G, k) bool marks the candidates (others neither survive nor suppress).
+// Returns keep (G, k) bool.
+at::Tensor segmented_nms_cpu(const at::Tensor& boxes, const at::Tensor& valid,
+                             double iou_threshold);
+
 at::Tensor roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois,
                                  double spatial_scale, int64_t pooled_h, int64_t pooled_w,
                                  int64_t sampling_ratio, bool aligned);
@@ -34,6 +40,9 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
 #ifdef DENSEBOX_WITH_CUDA
 at::Tensor nms_cuda(const at::Tensor& boxes, const at::Tensor& scores,
                     const std::optional<at::Tensor>& groups, double iou_threshold);
+
+at::Tensor segmented_nms_cuda(const at::Tensor& boxes, const at::Tensor& valid,
+                              double iou_threshold);
 
 at::Tensor roi_align_forward_cuda(const at::Tensor& input, const at::Tensor& rois,
                                   double spatial_scale, int64_t pooled_h, int64_t pooled_w,
