@@ -1,6 +1,6 @@
 # Segmentation quickstart: a small FFNet-style encoder-decoder (slim ResNet-22S, up-head B,
 # seg-head C) on the synthetic shapes masks that densebox generates itself (data/shapes;
-# background + 5 shape classes). Runs on a 2-core CPU in about 13 minutes:
+# background + 5 shape classes). Runs on a 2-core CPU in about 13.5 minutes (mIoU 77.3):
 #   densebox quickstart --task seg
 #
 # It trains and predicts at half the images' size (80 px for the 160 px images); the
