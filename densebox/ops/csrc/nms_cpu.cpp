@@ -10,6 +10,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 
 #include <algorithm>
 #include <vector>
@@ -51,17 +52,17 @@ struct SortedBoxes {
   std::vector<T> x1, y1, x2, y2, area;
 };
 
-// Greedy NMS over sorted positions [begin, end). alive: workspace for the same range.
+// Greedy NMS over the m positions listed in alive (in score order): keep the first
+// survivor, compact the ones after it that it does not suppress, repeat. alive is reused
+// as the workspace.
 template <typename T>
-void reduce_range(const SortedBoxes<T>& b, int64_t begin, int64_t end, double iou_threshold,
-                  int64_t* alive, uint8_t* keep) {
+void reduce_alive(const SortedBoxes<T>& b, int64_t* alive, int64_t m, double iou_threshold,
+                  uint8_t* keep) {
   const T* x1 = b.x1.data();
   const T* y1 = b.y1.data();
   const T* x2 = b.x2.data();
   const T* y2 = b.y2.data();
   const T* area = b.area.data();
-  int64_t m = 0;
-  for (int64_t p = begin; p < end; ++p) alive[m++] = p;
   for (int64_t a = 0; a < m; ++a) {
     const int64_t i = alive[a];
     keep[i] = 1;
@@ -77,21 +78,37 @@ void reduce_range(const SortedBoxes<T>& b, int64_t begin, int64_t end, double io
   }
 }
 
+// Greedy NMS over sorted positions [begin, end). alive: workspace for the same range.
 template <typename T>
-at::Tensor nms_impl(const at::Tensor& boxes, const NmsOrder& o, double iou_threshold) {
+void reduce_range(const SortedBoxes<T>& b, int64_t begin, int64_t end, double iou_threshold,
+                  int64_t* alive, uint8_t* keep) {
+  int64_t m = 0;
+  for (int64_t p = begin; p < end; ++p) alive[m++] = p;
+  reduce_alive(b, alive, m, iou_threshold, keep);
+}
+
+// (n, 4) boxes, read in the order of perm (all rows when perm is null), as arrays.
+template <typename T>
+SortedBoxes<T> sorted_boxes(const at::Tensor& boxes, const int64_t* perm) {
   const int64_t n = boxes.size(0);
   const auto acc = boxes.accessor<T, 2>();
-  const int64_t* perm = o.perm.data_ptr<int64_t>();
   SortedBoxes<T> b;
   for (auto* v : {&b.x1, &b.y1, &b.x2, &b.y2, &b.area}) v->resize(n);
   for (int64_t p = 0; p < n; ++p) {
-    const auto box = acc[perm[p]];
+    const auto box = acc[perm != nullptr ? perm[p] : p];
     b.x1[p] = box[0];
     b.y1[p] = box[1];
     b.x2[p] = box[2];
     b.y2[p] = box[3];
     b.area[p] = (b.x2[p] - b.x1[p]) * (b.y2[p] - b.y1[p]);
   }
+  return b;
+}
+
+template <typename T>
+at::Tensor nms_impl(const at::Tensor& boxes, const NmsOrder& o, double iou_threshold) {
+  const int64_t n = boxes.size(0);
+  const SortedBoxes<T> b = sorted_boxes<T>(boxes, o.perm.data_ptr<int64_t>());
 
   std::vector<uint8_t> keep(n, 0);
   std::vector<int64_t> alive(n);
@@ -135,42 +152,24 @@ at::Tensor nms_impl(const at::Tensor& boxes, const NmsOrder& o, double iou_thres
   return out;
 }
 
-// Greedy NMS inside each row of a (G, k, 4) table whose rows are already in score order.
+// Greedy NMS inside each row of a (G, k, 4) table whose rows are already in score order:
+// position g * k + i is row g's i-th box; each row's valid positions are reduced as nms
+// reduces one group.
 template <typename T>
 void segmented_nms_impl(const at::Tensor& boxes, const at::Tensor& valid, double iou_threshold,
-                        at::Tensor& keep) {
-  const int64_t groups = boxes.size(0), k = boxes.size(1);
-  const T* all_boxes = boxes.data_ptr<T>();
-  const bool* all_valid = valid.data_ptr<bool>();
-  bool* all_keep = keep.data_ptr<bool>();
+                        uint8_t* keep) {
+  const int64_t rows = boxes.size(0), k = boxes.size(1);
+  const SortedBoxes<T> b = sorted_boxes<T>(boxes.view({rows * k, 4}), nullptr);
+  const bool* is_valid = valid.data_ptr<bool>();
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(k, 1));
-  at::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
-    std::vector<T> area(k);
+  at::parallel_for(0, rows, grain, [&](int64_t g0, int64_t g1) {
     std::vector<int64_t> alive(k);
     for (int64_t g = g0; g < g1; ++g) {
-      const T* b = all_boxes + g * k * 4;
-      bool* kept = all_keep + g * k;
       int64_t m = 0;
-      for (int64_t i = 0; i < k; ++i) {
-        kept[i] = false;
-        area[i] = (b[i * 4 + 2] - b[i * 4]) * (b[i * 4 + 3] - b[i * 4 + 1]);
-        if (all_valid[g * k + i]) alive[m++] = i;
+      for (int64_t p = g * k; p < (g + 1) * k; ++p) {
+        if (is_valid[p]) alive[m++] = p;
       }
-      // same walk as reduce_range: keep the first survivor, compact the rest
-      for (int64_t a = 0; a < m; ++a) {
-        const int64_t i = alive[a];
-        kept[i] = true;
-        const T* bi = b + i * 4;
-        int64_t w = a + 1;
-        for (int64_t c = a + 1; c < m; ++c) {
-          const int64_t j = alive[c];
-          const T* bj = b + j * 4;
-          alive[w] = j;
-          w += !iou_above(bi[0], bi[1], bi[2], bi[3], area[i], bj[0], bj[1], bj[2], bj[3],
-                          area[j], iou_threshold);
-        }
-        m = w;
-      }
+      reduce_alive(b, alive.data(), m, iou_threshold, keep);
     }
   });
 }
@@ -182,12 +181,12 @@ at::Tensor segmented_nms_cpu(const at::Tensor& boxes, const at::Tensor& valid,
   const bool reduced = boxes.scalar_type() == at::kHalf || boxes.scalar_type() == at::kBFloat16;
   const auto b = (reduced ? boxes.to(at::kFloat) : boxes).contiguous();
   const auto v = valid.contiguous();
-  auto keep = at::empty({boxes.size(0), boxes.size(1)}, boxes.options().dtype(at::kBool));
-  if (keep.numel() == 0) return keep;
+  auto keep = at::zeros({boxes.size(0), boxes.size(1)}, boxes.options().dtype(at::kByte));
+  if (keep.numel() == 0) return keep.to(at::kBool);
   AT_DISPATCH_FLOATING_TYPES(b.scalar_type(), "densebox_segmented_nms_cpu", [&] {
-    segmented_nms_impl<scalar_t>(b, v, iou_threshold, keep);
+    segmented_nms_impl<scalar_t>(b, v, iou_threshold, keep.data_ptr<uint8_t>());
   });
-  return keep;
+  return keep.to(at::kBool);
 }
 
 at::Tensor nms_cpu(const at::Tensor& boxes, const at::Tensor& scores,
