@@ -21,6 +21,25 @@ for _loader in (train_dataloader, val_dataloader, test_dataloader):
     _loader.update(num_workers=0, persistent_workers=False)
 '''
 
+# The recipes' segmentation pipelines at a small scale (needs `crop` defined before it).
+_SMALL_SEG_PIPELINES = '''train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=False, with_label=False, with_seg=True),
+    dict(type='RandomResize', scale=(128, 64), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='SegPad', size=crop, pad_val=0, seg_pad_val=255),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(128, 64), keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=False, with_label=False, with_seg=True),
+    dict(type='PackSegInputs'),
+]
+'''
+
 
 def _derived(tmp_path, recipe, body):
     """A config that keeps ``recipe`` (model, data set types, evaluator) on tiny inputs."""
@@ -43,23 +62,7 @@ def test_ffnet_cityscapes_recipe(tmp_path):
     config = _derived(tmp_path, 'ffnet_78s_cityscapes.py', f'''
 data_root = {data + '/'!r}
 crop = (64, 128)
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=False, with_label=False, with_seg=True),
-    dict(type='RandomResize', scale=(128, 64), ratio_range=(0.5, 2.0), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='SegPad', size=crop, pad_val=0, seg_pad_val=255),
-    dict(type='PackSegInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(128, 64), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=False, with_label=False, with_seg=True),
-    dict(type='PackSegInputs'),
-]
-train_dataloader = dict(batch_size=2, dataset=dict(data_root=data_root, pipeline=train_pipeline))
+{_SMALL_SEG_PIPELINES}train_dataloader = dict(batch_size=2, dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 train_cfg = dict(max_iters=2, val_interval=2)
@@ -94,23 +97,7 @@ def test_mobile_deeplabv3_voc_recipe(tmp_path):
     config = _derived(tmp_path, 'mobile_deeplabv3_voc.py', f'''
 crop = (64, 64)
 model = dict(backbone=dict(init_cfg=None), data_preprocessor=dict(size=crop))
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=False, with_label=False, with_seg=True),
-    dict(type='RandomResize', scale=(128, 64), ratio_range=(0.5, 2.0), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='SegPad', size=crop, pad_val=0, seg_pad_val=255),
-    dict(type='PackSegInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(128, 64), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=False, with_label=False, with_seg=True),
-    dict(type='PackSegInputs'),
-]
-train_dataloader = dict(batch_size=2, dataset=dict(data_root={data!r}, pipeline=train_pipeline))
+{_SMALL_SEG_PIPELINES}train_dataloader = dict(batch_size=2, dataset=dict(data_root={data!r}, pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(data_root={data!r}, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 train_cfg = dict(max_iters=2, val_interval=2)
