@@ -4,7 +4,8 @@
 model: it builds ``cfg.model`` through densebox's registry, loads the weights with
 :func:`densebox.engine.safe_torch_load` (``weights_only=True``: a downloaded file cannot
 run code), attaches the class names and palette (``model.dataset_meta``) and the config
-(``model.cfg``), moves the model to the device and switches it to eval mode.
+(``model.cfg``), moves the model to the device and switches it to eval mode; on the CPU its
+3x3 convs choose their fastest kernel per input shape (:mod:`densebox.ops.conv`).
 """
 import copy
 import os
@@ -173,7 +174,8 @@ def init_model(config: Union[str, os.PathLike, Config, dict],
                device: Union[str, torch.device] = 'auto',
                cfg_options: Optional[dict] = None,
                download: Optional[bool] = None,
-               allow_unverified: bool = False) -> nn.Module:
+               allow_unverified: bool = False,
+               cpu_conv_autotune: bool = True) -> nn.Module:
     """Build a model for inference.
 
     Args:
@@ -189,6 +191,10 @@ def init_model(config: Union[str, os.PathLike, Config, dict],
             ``DENSEBOX_ALLOW_DOWNLOAD`` environment variable decides).
         allow_unverified: for zoo names, accept published weights whose full SHA-256 the
             manifest does not record (the hash prefix in their file name is still checked).
+        cpu_conv_autotune: on the CPU, let each 3x3 conv pick the faster of ATen's and
+            NNPACK's kernel per input shape (:func:`densebox.ops.autotune_cpu_convs`; the
+            first call with a new image size is slower; ``DENSEBOX_CPU_CONV=aten`` turns it
+            off too). Weights and the state dict are not touched.
 
     Returns:
         The model in eval mode on ``device``, with ``model.cfg`` (the Config) and
@@ -242,6 +248,10 @@ def init_model(config: Union[str, os.PathLike, Config, dict],
         dataset_meta = config_meta
     model.dataset_meta = dataset_meta
     model.cfg = cfg
-    model.to(resolve_device(device))
+    device = resolve_device(device)
+    model.to(device)
     model.eval()
+    if cpu_conv_autotune and device.type == 'cpu':
+        from densebox.ops import autotune_cpu_convs
+        autotune_cpu_convs(model)
     return model

@@ -1,0 +1,145 @@
+"""CPU inference convolutions: NNPACK's Winograd 3x3 kernel where it is faster than ATen's.
+
+PyTorch ships NNPACK, whose 3x3 stride-1 convolution uses Winograd transforms (about half
+the multiplications of a direct or im2col convolution), but ATen sends every CPU convolution
+to oneDNN when the build has it (seen with torch 2.14 at batches 1 to 32), so NNPACK is never
+used. At the small batches of CPU inference NNPACK is often the faster kernel for the large
+early maps of a VGG or ResNet (on a 2-core AVX2 machine: 43 ms against 85 ms for conv1_2 of
+SSD300), and slower for small maps: which one wins depends on the CPU, the thread count and
+the shape.
+
+:func:`autotune_cpu_convs` therefore turns every eligible ``nn.Conv2d`` of a model (3x3,
+stride 1, no dilation, one group, zero padding) into an :class:`AutotunedConv2d`, a subclass
+with the same parameters (state dicts, ``isinstance`` checks and training are unchanged). The
+first time such a conv sees an input shape in inference it times both kernels on that
+input and remembers the faster one for the shape, as ``cudnn.benchmark`` does on a GPU. The
+first call with a new shape is therefore slower; every later call runs the chosen kernel.
+
+Only float32 CPU tensors with autograd off (``torch.no_grad`` / ``torch.inference_mode``)
+and no autocast take this path; anything else (training, CUDA, bfloat16 autocast, channels-
+last input, ONNX export and other tracing, torch.compile) is a plain ``nn.Conv2d`` call. NNPACK's results differ from ATen's by rounding
+only (Winograd's transforms: about 1e-6 of the output's scale for VGG-sized layers).
+
+``DENSEBOX_CPU_CONV`` overrides the choice: ``auto`` (default: time both), ``aten`` (never
+NNPACK) or ``nnpack`` (always NNPACK where eligible; for tests and benchmarks).
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Dict, Tuple
+
+import torch
+from torch import Tensor, nn
+
+ENV_CPU_CONV = 'DENSEBOX_CPU_CONV'
+CPU_CONV_MODES = ('auto', 'aten', 'nnpack')
+# NNPACK must beat ATen by this factor to be chosen: a tie is not worth the other rounding.
+NNPACK_MIN_GAIN = 0.95
+TIMING_RUNS = 3
+
+
+def nnpack_available() -> bool:
+    """Whether this torch build has a working NNPACK (it needs x86-64 with AVX2 or ARM NEON)."""
+    probe = getattr(torch, '_nnpack_available', None)
+    return bool(probe and probe() and hasattr(torch, '_nnpack_spatial_convolution'))
+
+
+def cpu_conv_mode() -> str:
+    """``DENSEBOX_CPU_CONV`` (``auto`` when unset); an unknown value raises a ValueError."""
+    mode = os.environ.get(ENV_CPU_CONV, 'auto').strip().lower() or 'auto'
+    if mode not in CPU_CONV_MODES:
+        raise ValueError(f'{ENV_CPU_CONV}={mode!r} is not one of {", ".join(CPU_CONV_MODES)}')
+    return mode
+
+
+def _nnpack_conv(x: Tensor, conv: nn.Conv2d) -> Tensor:
+    return torch._nnpack_spatial_convolution(x, conv.weight, conv.bias, list(conv.padding),
+                                             [1, 1])
+
+
+def _fastest_of_three(fn, x: Tensor) -> float:
+    best = float('inf')
+    for _ in range(TIMING_RUNS):
+        start = time.perf_counter()
+        fn(x)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+class AutotunedConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` (3x3, stride 1) that runs CPU float32 inference on the faster of
+    ATen's and NNPACK's kernels, chosen per input shape by timing both once.
+
+    Shapes: input (B, C_in, H, W) -> output (B, C_out, H', W'), as ``nn.Conv2d``.
+    :func:`autotune_cpu_convs` turns existing convs into this class in place; it adds no
+    parameter or buffer, only ``kernel_choice`` (input shape and thread count -> kernel).
+    """
+
+    kernel_choice: Dict[Tuple, str]
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self._takes_fast_path(x):
+            return super().forward(x)
+        mode = cpu_conv_mode()
+        if mode == 'aten':
+            return super().forward(x)
+        if mode == 'nnpack':
+            return _nnpack_conv(x, self)
+        key = (tuple(x.shape), torch.get_num_threads())
+        choice = self.kernel_choice.get(key)
+        if choice is None:
+            choice = self.kernel_choice[key] = self._time_kernels(x)
+        return _nnpack_conv(x, self) if choice == 'nnpack' else super().forward(x)
+
+    def _takes_fast_path(self, x: Tensor) -> bool:
+        # Tracing (ONNX / TorchScript export) and torch.compile must see the standard conv.
+        if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+            return False
+        return (not torch.is_grad_enabled() and x.device.type == 'cpu' and x.dim() == 4
+                and x.dtype == torch.float32 and self.weight.dtype == torch.float32
+                and x.is_contiguous() and not torch.is_autocast_enabled('cpu')
+                and nnpack_available())
+
+    def _time_kernels(self, x: Tensor) -> str:
+        """'nnpack' or 'aten': whichever ran ``x`` faster (best of three runs each)."""
+        aten = super().forward
+        try:
+            _nnpack_conv(x, self)  # the first call allocates NNPACK's workspace
+            nnpack_s = _fastest_of_three(lambda t: _nnpack_conv(t, self), x)
+        except RuntimeError:  # e.g. a shape NNPACK refuses
+            return 'aten'
+        aten(x)
+        aten_s = _fastest_of_three(aten, x)
+        return 'nnpack' if nnpack_s < NNPACK_MIN_GAIN * aten_s else 'aten'
+
+
+def is_eligible(conv: nn.Module) -> bool:
+    """Whether ``conv`` is a conv NNPACK can run: an ``nn.Conv2d`` with a 3x3 kernel,
+    stride 1, dilation 1, one group and integer zero padding."""
+    return (isinstance(conv, nn.Conv2d) and tuple(conv.kernel_size) == (3, 3)
+            and tuple(conv.stride) == (1, 1) and tuple(conv.dilation) == (1, 1)
+            and conv.groups == 1 and conv.padding_mode == 'zeros'
+            and isinstance(conv.padding, tuple) and all(isinstance(p, int) for p in conv.padding))
+
+
+def autotune_cpu_convs(model: nn.Module) -> int:
+    """Make every eligible plain ``nn.Conv2d`` in ``model`` an :class:`AutotunedConv2d`.
+
+    In place: each conv object only changes class (its parameters, hooks and place in the
+    model stay, so the state dict is exactly as it was). Returns how many convs changed (0
+    where this torch has no NNPACK; then nothing changes).
+    """
+    if not nnpack_available():
+        return 0
+    swapped = 0
+    for module in model.modules():
+        if type(module) is nn.Conv2d and is_eligible(module):
+            module.__class__ = AutotunedConv2d
+            module.kernel_choice = {}
+            swapped += 1
+    return swapped
+
+
+__all__ = ['AutotunedConv2d', 'autotune_cpu_convs', 'cpu_conv_mode', 'is_eligible',
+           'nnpack_available', 'ENV_CPU_CONV']

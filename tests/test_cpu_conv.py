@@ -1,0 +1,207 @@
+"""densebox.ops.conv: 3x3 convs that run CPU inference on ATen's or NNPACK's kernel.
+
+Oracle: ``torch.nn.functional.conv2d`` (ATen). NNPACK's Winograd results differ by
+rounding only; the tolerance is relative to the output's scale.
+"""
+import copy
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from densebox.ops import conv as conv_mod
+from densebox.ops.conv import (ENV_CPU_CONV, AutotunedConv2d, autotune_cpu_convs, cpu_conv_mode,
+                               is_eligible, nnpack_available)
+
+needs_nnpack = pytest.mark.skipif(not nnpack_available(), reason='this torch build has no NNPACK')
+
+
+def _close_to_aten(out, ref):
+    """Winograd rounding: within 1e-5 of the output's largest magnitude."""
+    assert out.shape == ref.shape
+    assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
+def _count_nnpack_calls(monkeypatch):
+    calls = []
+    real = conv_mod._nnpack_conv
+
+    def counting(x, conv):
+        calls.append(tuple(x.shape))
+        return real(x, conv)
+    monkeypatch.setattr(conv_mod, '_nnpack_conv', counting)
+    return calls
+
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1),           # stride 2: not eligible
+        nn.Conv2d(32, 32, 3, padding=2, dilation=2),         # dilated: not eligible
+        nn.Conv2d(32, 32, 1),                                # 1x1: not eligible
+        nn.Conv2d(32, 32, 3, padding=1, groups=4),           # grouped: not eligible
+        nn.Conv2d(32, 8, 3, padding=0),
+    ).eval()
+
+
+def test_eligibility():
+    net = _net()
+    assert [is_eligible(m) for m in net if isinstance(m, nn.Conv2d)] == \
+        [True, True, False, False, False, False, True]
+    assert not is_eligible(nn.Conv2d(4, 4, 3, padding='same'))
+    assert not is_eligible(nn.Conv2d(4, 4, 3, padding=1, padding_mode='reflect'))
+    assert not is_eligible(nn.Linear(3, 3))
+
+
+@needs_nnpack
+def test_autotune_changes_class_only():
+    net = _net()
+    params = {name: p for name, p in net.named_parameters()}
+    state = copy.deepcopy(net.state_dict())
+    assert autotune_cpu_convs(net) == 3
+    assert [type(m).__name__ for m in net if isinstance(m, nn.Conv2d)] == \
+        ['AutotunedConv2d'] * 2 + ['Conv2d'] * 4 + ['AutotunedConv2d']
+    assert all(isinstance(m, nn.Conv2d) for m in (net[0], net[2], net[8]))
+    assert {name: p for name, p in net.named_parameters()} == params  # the same objects
+    assert net.state_dict().keys() == state.keys()
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in state.items())
+    assert autotune_cpu_convs(net) == 0  # idempotent
+
+
+def test_no_nnpack_changes_nothing(monkeypatch):
+    monkeypatch.setattr(conv_mod, 'nnpack_available', lambda: False)
+    net = _net()
+    assert autotune_cpu_convs(net) == 0
+    assert all(type(m) in (nn.Conv2d, nn.ReLU) for m in net)
+
+
+@needs_nnpack
+@pytest.mark.parametrize('shape', [(1, 3, 37, 50), (2, 3, 64, 64), (1, 3, 5, 7)])
+def test_forced_nnpack_matches_aten(shape, monkeypatch):
+    net = _net()
+    x = torch.randn(shape)
+    with torch.inference_mode():
+        ref = net(x)
+        autotune_cpu_convs(net)
+        monkeypatch.setenv(ENV_CPU_CONV, 'nnpack')
+        calls = _count_nnpack_calls(monkeypatch)
+        out = net(x)
+    assert len(calls) == 3  # the three eligible convs, nothing else
+    _close_to_aten(out, ref)
+
+
+@needs_nnpack
+def test_single_conv_against_functional(monkeypatch):
+    """Bias / no bias, asymmetric padding, non-square maps, a non-contiguous input."""
+    monkeypatch.setenv(ENV_CPU_CONV, 'nnpack')
+    torch.manual_seed(1)
+    for bias, padding in [(True, (1, 1)), (False, (0, 1)), (True, (2, 0))]:
+        conv = nn.Conv2d(24, 40, 3, padding=padding, bias=bias).eval()
+        x = torch.randn(1, 24, 33, 45)
+        with torch.inference_mode():
+            ref = F.conv2d(x, conv.weight, conv.bias, padding=padding)
+            autotune_cpu_convs(conv)
+            _close_to_aten(conv(x), ref)
+            view = torch.randn(1, 45, 24, 33).permute(0, 2, 3, 1)  # non-contiguous
+            _close_to_aten(conv(view), F.conv2d(view, conv.weight, conv.bias, padding=padding))
+
+
+@needs_nnpack
+def test_auto_times_each_shape_once(monkeypatch):
+    monkeypatch.delenv(ENV_CPU_CONV, raising=False)
+    net = _net()
+    autotune_cpu_convs(net)
+    timings = []
+    real = AutotunedConv2d._time_kernels
+
+    def counting(self, x):
+        timings.append(tuple(x.shape))
+        return real(self, x)
+    monkeypatch.setattr(AutotunedConv2d, '_time_kernels', counting)
+    a, b = torch.randn(1, 3, 40, 40), torch.randn(1, 3, 24, 32)
+    with torch.inference_mode():
+        ref = [F.conv2d(a, net[0].weight, net[0].bias, padding=1)]
+        first = net[0](a)
+        net(a), net(a), net(b)
+    assert len(timings) == 3 + 3  # each eligible conv timed once per input shape
+    threads = torch.get_num_threads()
+    assert set(net[0].kernel_choice) == {((1, 3, 40, 40), threads), ((1, 3, 24, 32), threads)}
+    assert set(net[0].kernel_choice.values()) <= {'aten', 'nnpack'}
+    _close_to_aten(first, ref[0])
+
+
+@needs_nnpack
+def test_forced_choice_is_used(monkeypatch):
+    """A recorded 'nnpack' choice runs NNPACK, a recorded 'aten' choice does not."""
+    monkeypatch.delenv(ENV_CPU_CONV, raising=False)
+    conv = nn.Conv2d(8, 8, 3, padding=1).eval()
+    autotune_cpu_convs(conv)
+    x = torch.randn(1, 8, 20, 20)
+    key = (tuple(x.shape), torch.get_num_threads())
+    calls = _count_nnpack_calls(monkeypatch)
+    with torch.inference_mode():
+        conv.kernel_choice[key] = 'aten'
+        assert torch.equal(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1))
+        assert calls == []
+        conv.kernel_choice[key] = 'nnpack'
+        _close_to_aten(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1))
+        assert calls == [tuple(x.shape)]
+
+
+@needs_nnpack
+def test_standard_path_outside_cpu_float32_inference(monkeypatch):
+    """Training (autograd on), bfloat16 autocast, float64, channels-last input and ATen mode
+    all run nn.Conv2d's own kernel: results are bitwise those of F.conv2d, NNPACK is never
+    called."""
+    monkeypatch.setenv(ENV_CPU_CONV, 'nnpack')
+    torch.manual_seed(2)
+    conv = nn.Conv2d(6, 10, 3, padding=1)
+    plain = copy.deepcopy(conv)
+    autotune_cpu_convs(conv)
+    calls = _count_nnpack_calls(monkeypatch)
+    x = torch.randn(2, 6, 12, 12, requires_grad=True)
+    conv(x).square().sum().backward()
+    grad_ours, x.grad = x.grad.clone(), None
+    plain(x).square().sum().backward()
+    assert torch.equal(grad_ours, x.grad) and torch.equal(conv.weight.grad, plain.weight.grad)
+    with torch.no_grad():
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            assert torch.equal(conv(x), plain(x))
+        x64 = x.double()
+        assert torch.equal(conv.double()(x64), plain.double()(x64))
+        conv.float(), plain.float()
+        cl = x.contiguous(memory_format=torch.channels_last)
+        assert torch.equal(conv(cl), plain(cl))
+        monkeypatch.setenv(ENV_CPU_CONV, 'aten')
+        assert torch.equal(conv(x), plain(x))
+    assert calls == []
+
+
+@needs_nnpack
+def test_tracing_sees_the_standard_conv(monkeypatch):
+    """ONNX export traces the model: the graph must hold aten's convolution, not NNPACK."""
+    monkeypatch.setenv(ENV_CPU_CONV, 'nnpack')
+    conv = nn.Conv2d(4, 4, 3, padding=1).eval()
+    autotune_cpu_convs(conv)
+    calls = _count_nnpack_calls(monkeypatch)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore', FutureWarning)  # torch.jit.trace is deprecated
+        # check_trace=False: the check would also run the module untraced (on NNPACK)
+        traced = torch.jit.trace(conv, torch.randn(1, 4, 8, 8), check_trace=False)
+    assert calls == []
+    graph = str(traced.inlined_graph)
+    assert 'aten::_convolution' in graph and 'nnpack' not in graph
+
+
+def test_mode_from_environment(monkeypatch):
+    monkeypatch.delenv(ENV_CPU_CONV, raising=False)
+    assert cpu_conv_mode() == 'auto'
+    monkeypatch.setenv(ENV_CPU_CONV, ' NNPACK ')
+    assert cpu_conv_mode() == 'nnpack'
+    monkeypatch.setenv(ENV_CPU_CONV, 'winograd')
+    with pytest.raises(ValueError, match='DENSEBOX_CPU_CONV=.winograd.'):
+        cpu_conv_mode()
