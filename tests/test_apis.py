@@ -107,15 +107,17 @@ def test_init_model_weights_meta_and_config(det_ckpt, det_model):
         torch.testing.assert_close(value, state[key], rtol=0, atol=0)
 
 
-def test_init_model_cpu_conv_autotune(det_ckpt, det_model):
-    """On the CPU the eligible 3x3 convs become AutotunedConv2d (same weights), unless
-    cpu_conv_autotune=False."""
+def test_init_model_cpu_fast_paths(det_ckpt, det_model):
+    """On the CPU the eligible 3x3 convs become AutotunedConv2d and the 2x2 max-pools
+    StridedMaxPool2d (same weights), unless cpu_fast_paths=False."""
     from densebox.ops.conv import AutotunedConv2d, is_eligible, nnpack_available
+    from densebox.ops.pool import StridedMaxPool2d
     tuned = [m for m in det_model.modules() if isinstance(m, AutotunedConv2d)]
     eligible = [m for m in det_model.modules() if is_eligible(m)]
     assert len(tuned) == (len(eligible) if nnpack_available() else 0) and len(eligible) > 10
-    plain = init_model(QUICKSTART, det_ckpt[0], device='cpu', cpu_conv_autotune=False)
-    assert not any(isinstance(m, AutotunedConv2d) for m in plain.modules())
+    assert sum(isinstance(m, StridedMaxPool2d) for m in det_model.modules()) == 4  # VGG pools 1-4
+    plain = init_model(QUICKSTART, det_ckpt[0], device='cpu', cpu_fast_paths=False)
+    assert not any(isinstance(m, (AutotunedConv2d, StridedMaxPool2d)) for m in plain.modules())
 
 
 def test_init_model_meta_from_config_and_bare_state_dict(det_ckpt, tmp_path):

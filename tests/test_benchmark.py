@@ -27,7 +27,7 @@ def test_inference_smoke_writes_both_entries(tmp_path, capsys):
     data = json.loads(out.read_text())
     assert data['settings']['batch_sizes'] == [1] and data['settings']['image_hw'] == [120, 160]
     assert data['env']['torch'] and data['env']['densebox_ops_backend'] in ('ext', 'torchvision')
-    assert data['settings']['cpu_conv_autotune'] is True and 'nnpack' in data['env']
+    assert data['settings']['cpu_fast_paths'] is True and 'nnpack' in data['env']
     entries = {e['impl']: e for e in data['results']}
     assert set(entries) == {'densebox', 'torchvision'} and len(data['results']) == 2
     for e in entries.values():

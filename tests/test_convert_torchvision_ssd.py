@@ -41,7 +41,8 @@ from densebox.benchmark.e2e import (DenseboxSSD, TorchvisionSSD, densebox_from_t
 from densebox.converters import (COCO_CATEGORY_IDS, TORCHVISION_NUM_LOGITS,
                                  convert_torchvision_ssd300)
 from densebox.engine import safe_torch_load
-from densebox.ops.conv import ENV_CPU_CONV, autotune_cpu_convs, nnpack_available
+from densebox.ops import speed_up_cpu_inference
+from densebox.ops.conv import ENV_CPU_CONV, nnpack_available
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORE_TOL = 1e-5
@@ -92,14 +93,15 @@ def _match_ranks(db: dict, tv: dict) -> int:
 
 @pytest.mark.parametrize('conv_kernel', ['aten', 'nnpack'])
 def test_detections_equal_torchvision(models, conv_kernel, monkeypatch):
-    """Also with densebox's 3x3 convs forced onto NNPACK's Winograd kernel (what
-    ``autotune_cpu_convs`` may choose on the CPU): rounding differs, detections do not."""
+    """Also with densebox's CPU fast paths (what init_model sets up), its 3x3 convs forced
+    onto NNPACK's Winograd kernel: rounding differs, detections do not."""
     tv, db, cfg = models
     if conv_kernel == 'nnpack':
         if not nnpack_available():
             pytest.skip('this torch build has no NNPACK')
         db = copy.deepcopy(db)
-        assert autotune_cpu_convs(db) == 27  # 12 trunk + 3 extra-layer + 12 head convs
+        # 12 trunk + 3 extra-layer + 12 head 3x3 convs; pools 1-4 of the VGG trunk
+        assert speed_up_cpu_inference(db) == dict(convs=27, max_pools=4)
     monkeypatch.setenv(ENV_CPU_CONV, conv_kernel)
     images = _exact_resize_images()
     with torch.inference_mode():

@@ -1,7 +1,7 @@
 """Benchmarks.
 
     python tools/benchmark.py inference [--device cpu cuda] [--batch-sizes 1 32] [--amp]
-                                        [--iters 5] [--repeats 3] [--no-cpu-conv-autotune]
+                                        [--iters 5] [--repeats 3] [--no-cpu-fast-paths]
                                         [--out results.json]
 
 ``inference``: densebox SSD300 against torchvision's ssd300_vgg16 with identical (random,
@@ -38,9 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     inf.add_argument('--seed', type=int, default=0)
     inf.add_argument('--config', default=None,
                      help='densebox config (default: configs/ssd300_coco_torchvision.py)')
-    inf.add_argument('--no-cpu-conv-autotune', dest='cpu_conv_autotune', action='store_false',
-                     help="densebox's CPU convs always on ATen's kernels (as torchvision's), "
-                          "not the faster of ATen's and NNPACK's per shape")
+    inf.add_argument('--no-cpu-fast-paths', dest='cpu_fast_paths', action='store_false',
+                     help="densebox's CPU convs and pools on ATen's kernels (as "
+                          "torchvision's), without densebox.ops.speed_up_cpu_inference")
     inf.add_argument('--out', default=None, help='write the results as JSON here')
     args = parser.parse_args(argv)
     if min(args.batch_sizes) < 1 or args.iters < 1 or args.repeats < 1 or args.warmup < 0:
@@ -57,7 +57,7 @@ def main(argv=None) -> dict:
     results = run_inference_benchmark(
         devices=devices, batch_sizes=args.batch_sizes, amp_modes=amp_modes, iters=args.iters,
         warmup=args.warmup, repeats=args.repeats, image_hw=args.image_size, seed=args.seed,
-        config=args.config, cpu_conv_autotune=args.cpu_conv_autotune,
+        config=args.config, cpu_fast_paths=args.cpu_fast_paths,
         log=lambda line: print(line, flush=True))
     print()
     print(format_table(results['results']))

@@ -5,7 +5,8 @@ model: it builds ``cfg.model`` through densebox's registry, loads the weights wi
 :func:`densebox.engine.safe_torch_load` (``weights_only=True``: a downloaded file cannot
 run code), attaches the class names and palette (``model.dataset_meta``) and the config
 (``model.cfg``), moves the model to the device and switches it to eval mode; on the CPU its
-3x3 convs choose their fastest kernel per input shape (:mod:`densebox.ops.conv`).
+3x3 convs choose their fastest kernel per input shape and its 2x2 max-pools take a faster
+path (:func:`densebox.ops.speed_up_cpu_inference`).
 """
 import copy
 import os
@@ -175,7 +176,7 @@ def init_model(config: Union[str, os.PathLike, Config, dict],
                cfg_options: Optional[dict] = None,
                download: Optional[bool] = None,
                allow_unverified: bool = False,
-               cpu_conv_autotune: bool = True) -> nn.Module:
+               cpu_fast_paths: bool = True) -> nn.Module:
     """Build a model for inference.
 
     Args:
@@ -191,10 +192,11 @@ def init_model(config: Union[str, os.PathLike, Config, dict],
             ``DENSEBOX_ALLOW_DOWNLOAD`` environment variable decides).
         allow_unverified: for zoo names, accept published weights whose full SHA-256 the
             manifest does not record (the hash prefix in their file name is still checked).
-        cpu_conv_autotune: on the CPU, let each 3x3 conv pick the faster of ATen's and
-            NNPACK's kernel per input shape (:func:`densebox.ops.autotune_cpu_convs`; the
-            first call with a new image size is slower; ``DENSEBOX_CPU_CONV=aten`` turns it
-            off too). Weights and the state dict are not touched.
+        cpu_fast_paths: on the CPU, :func:`densebox.ops.speed_up_cpu_inference`: each 3x3
+            conv picks the faster of ATen's and NNPACK's kernel per input shape (the first
+            call with a new image size is slower; ``DENSEBOX_CPU_CONV=aten`` turns this part
+            off too) and 2x2 max-pools run as strided maxima. Weights and the state dict
+            are not touched.
 
     Returns:
         The model in eval mode on ``device``, with ``model.cfg`` (the Config) and
@@ -251,7 +253,7 @@ def init_model(config: Union[str, os.PathLike, Config, dict],
     device = resolve_device(device)
     model.to(device)
     model.eval()
-    if cpu_conv_autotune and device.type == 'cpu':
-        from densebox.ops import autotune_cpu_convs
-        autotune_cpu_convs(model)
+    if cpu_fast_paths and device.type == 'cpu':
+        from densebox.ops import speed_up_cpu_inference
+        speed_up_cpu_inference(model)
     return model

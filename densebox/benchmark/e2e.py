@@ -13,9 +13,9 @@ What one timed call covers, from host uint8 (H, W, 3) RGB images to results on t
   to 300x300, LoadAnnotations, PackDetInputs), ``model.data_preprocessor`` (upload,
   normalise, stack), ``model(..., mode='predict')``, then ``.cpu()`` of every image's
   boxes / scores / labels. The model is prepared as :func:`densebox.init_model` prepares
-  it: on the CPU its 3x3 convs pick ATen's or NNPACK's kernel per shape
-  (:func:`densebox.ops.autotune_cpu_convs`; the untimed warm-up call does the timing), unless
-  ``cpu_conv_autotune=False``;
+  it: on the CPU its 3x3 convs pick ATen's or NNPACK's kernel per shape and its 2x2 max-pools
+  run as strided maxima (:func:`densebox.ops.speed_up_cpu_inference`; the untimed warm-up
+  call does the kernel timing), unless ``cpu_fast_paths=False``;
 * torchvision: each image uploaded as uint8, turned into the float (3, H, W) tensor in
   [0, 1] its API takes (on the device), ``model(images)`` (its GeneralizedRCNNTransform
   normalises and resizes, the head post-processes), then ``.cpu()`` of the outputs.
@@ -36,7 +36,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from densebox.ops.conv import autotune_cpu_convs, cpu_conv_mode, nnpack_available
+from densebox.ops import speed_up_cpu_inference
+from densebox.ops.conv import cpu_conv_mode, nnpack_available
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / 'configs' / 'ssd300_coco_torchvision.py'
 IMPLS = ('densebox', 'torchvision')
@@ -194,15 +195,15 @@ def run_inference_benchmark(devices: Sequence[str] = ('cpu',), batch_sizes: Sequ
                             amp_modes: Sequence[bool] = (False,), iters: int = 5,
                             warmup: int = 1, repeats: int = 3, image_hw: Sequence[int] = (375, 500),
                             seed: int = 0, config: Optional[str] = None,
-                            cpu_conv_autotune: bool = True,
+                            cpu_fast_paths: bool = True,
                             log: Callable[[str], None] = print) -> dict:
     """Time densebox and torchvision SSD300 side by side.
 
     For every device, AMP mode and batch size, the two run alternately ``repeats`` times
     (each time ``warmup`` untimed calls, then ``iters`` timed ones on the same images);
     a repeat's rate is ``batch * iters / seconds`` and the reported rate is their median.
-    ``cpu_conv_autotune``: as in :func:`densebox.init_model` (False: densebox's CPU convs run
-    on ATen's kernels, as torchvision's do).
+    ``cpu_fast_paths``: as in :func:`densebox.init_model` (False: densebox's CPU convs and
+    pools run on ATen's kernels, as torchvision's do).
 
     Returns:
         ``{'env': {...}, 'settings': {...}, 'results': [entry, ...]}``, one entry per
@@ -213,14 +214,14 @@ def run_inference_benchmark(devices: Sequence[str] = ('cpu',), batch_sizes: Sequ
     height, width = image_hw
     tv_cpu = random_torchvision_ssd300(seed)
     db_cpu, cfg = densebox_from_torchvision(tv_cpu, config)
-    if cpu_conv_autotune:
-        autotune_cpu_convs(db_cpu)  # only affects CPU float32 inference
+    if cpu_fast_paths:
+        speed_up_cpu_inference(db_cpu)  # only affects CPU inference
     out = dict(env=environment(devices[0]),
                settings=dict(devices=list(devices), batch_sizes=list(batch_sizes),
                              amp=list(amp_modes), iters=iters, warmup=warmup, repeats=repeats,
                              image_hw=[height, width], seed=seed,
                              config=str(config or DEFAULT_CONFIG),
-                             cpu_conv_autotune=cpu_conv_autotune, cpu_conv_mode=cpu_conv_mode()),
+                             cpu_fast_paths=cpu_fast_paths, cpu_conv_mode=cpu_conv_mode()),
                results=[])
     for device in devices:
         if device.startswith('cuda') and 'gpu' not in out['env']:

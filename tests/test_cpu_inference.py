@@ -1,7 +1,8 @@
-"""densebox.ops.conv: 3x3 convs that run CPU inference on ATen's or NNPACK's kernel.
+"""densebox's CPU inference fast paths: 3x3 convs on ATen's or NNPACK's kernel
+(densebox.ops.conv) and 2x2 max-pools as strided maxima (densebox.ops.pool).
 
-Oracle: ``torch.nn.functional.conv2d`` (ATen). NNPACK's Winograd results differ by
-rounding only; the tolerance is relative to the output's scale.
+Oracles: ``F.conv2d`` and ``F.max_pool2d`` (ATen). NNPACK's Winograd results differ by
+rounding only (the tolerance is relative to the output's scale); the pools are exact.
 """
 import copy
 import warnings
@@ -12,6 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from densebox.ops import conv as conv_mod
+from densebox.ops import speed_up_cpu_inference
+from densebox.ops.pool import StridedMaxPool2d, is_strided_pool, max_pool_2x2
 from densebox.ops.conv import (ENV_CPU_CONV, AutotunedConv2d, autotune_cpu_convs, cpu_conv_mode,
                                is_eligible, nnpack_available)
 
@@ -205,3 +208,59 @@ def test_mode_from_environment(monkeypatch):
     monkeypatch.setenv(ENV_CPU_CONV, 'winograd')
     with pytest.raises(ValueError, match='DENSEBOX_CPU_CONV=.winograd.'):
         cpu_conv_mode()
+
+
+# ---------------------------------------------------------------------------- max-pools
+@pytest.mark.parametrize('ceil_mode', [False, True])
+@pytest.mark.parametrize('hw', [(2, 2), (7, 9), (38, 38), (75, 75), (2, 5), (300, 301)])
+def test_strided_max_pool_equals_aten(hw, ceil_mode):
+    torch.manual_seed(3)
+    x = torch.randn(2, 5, *hw)
+    x[0, 0, 0, 0] = float('nan')  # NaN propagates in both
+    x[1, 1] = float('-inf')
+    ref = F.max_pool2d(x, 2, 2, ceil_mode=ceil_mode)
+    out = max_pool_2x2(x, ceil_mode)
+    assert out.shape == ref.shape
+    assert torch.equal(out.nan_to_num(nan=7.0), ref.nan_to_num(nan=7.0))
+    assert torch.isnan(out).sum() == torch.isnan(ref).sum() == 1
+
+
+def test_strided_max_pool_dtypes_layouts_and_small_inputs():
+    torch.manual_seed(4)
+    for dtype in (torch.float16, torch.bfloat16, torch.float64):
+        x = (torch.randn(1, 3, 11, 10) * 50).to(dtype)
+        assert torch.equal(max_pool_2x2(x, True), F.max_pool2d(x, 2, 2, ceil_mode=True))
+    x = torch.randn(1, 8, 12, 14).contiguous(memory_format=torch.channels_last)
+    assert torch.equal(max_pool_2x2(x, False), F.max_pool2d(x, 2, 2))
+    pool = nn.MaxPool2d(2, 2)
+    speed_up_cpu_inference(pool)
+    with torch.inference_mode():
+        with pytest.raises(RuntimeError, match='too small'):  # ATen's own error
+            pool(torch.randn(1, 2, 1, 5))
+        ceil_pool = nn.MaxPool2d(2, 2, ceil_mode=True)
+        speed_up_cpu_inference(ceil_pool)
+        x = torch.randn(1, 2, 1, 5)
+        assert torch.equal(ceil_pool(x), F.max_pool2d(x, 2, 2, ceil_mode=True))
+
+
+def test_speed_up_pools_in_a_model(monkeypatch):
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(2, 2),
+                        nn.MaxPool2d(2, 2, ceil_mode=True), nn.MaxPool2d(3, 1, padding=1),
+                        nn.MaxPool2d(2, 2, return_indices=False, padding=1)).eval()
+    assert [is_strided_pool(m) for m in net] == [False, True, True, False, False]
+    x = torch.randn(1, 3, 45, 61)
+    with torch.inference_mode():
+        ref = net(x)
+    monkeypatch.setattr(conv_mod, 'nnpack_available', lambda: False)  # pools only
+    assert speed_up_cpu_inference(net) == dict(convs=0, max_pools=2)
+    assert [type(m) for m in net][1:3] == [StridedMaxPool2d] * 2
+    calls = []
+    real = max_pool_2x2
+    monkeypatch.setattr('densebox.ops.pool.max_pool_2x2',
+                        lambda t, c: calls.append(c) or real(t, c))
+    with torch.inference_mode():
+        assert torch.equal(net(x), ref)
+    assert calls == [False, True]
+    y = x.clone().requires_grad_()  # training: nn.MaxPool2d's own kernel and gradient
+    net(y).sum().backward()
+    assert len(calls) == 2 and y.grad is not None
