@@ -16,7 +16,7 @@ from densebox.ops import conv as conv_mod
 from densebox.ops import speed_up_cpu_inference
 from densebox.ops.pool import StridedMaxPool2d, is_strided_pool, max_pool_2x2
 from densebox.ops.conv import (ENV_CPU_CONV, AutotunedConv2d, autotune_cpu_convs, cpu_conv_mode,
-                               is_eligible, nnpack_available)
+                               is_eligible, nnpack_available, size_class)
 
 needs_nnpack = pytest.mark.skipif(not nnpack_available(), reason='this torch build has no NNPACK')
 
@@ -114,7 +114,7 @@ def test_single_conv_against_functional(monkeypatch):
 
 
 @needs_nnpack
-def test_auto_times_each_shape_once(monkeypatch):
+def test_auto_times_each_size_class_once(monkeypatch):
     monkeypatch.delenv(ENV_CPU_CONV, raising=False)
     net = _net()
     autotune_cpu_convs(net)
@@ -126,13 +126,14 @@ def test_auto_times_each_shape_once(monkeypatch):
         return real(self, x)
     monkeypatch.setattr(AutotunedConv2d, '_time_kernels', counting)
     a, b = torch.randn(1, 3, 40, 40), torch.randn(1, 3, 24, 32)
+    a2 = torch.randn(1, 3, 38, 41)  # the same size class as a (area 1558 vs 1600)
     with torch.inference_mode():
         ref = [F.conv2d(a, net[0].weight, net[0].bias, padding=1)]
         first = net[0](a)
-        net(a), net(a), net(b)
-    assert len(timings) == 3 + 3  # each eligible conv timed once per input shape
+        net(a), net(a), net(b), net(a2)
+    assert len(timings) == 3 + 3  # each eligible conv timed once per size class
     threads = torch.get_num_threads()
-    assert set(net[0].kernel_choice) == {((1, 3, 40, 40), threads), ((1, 3, 24, 32), threads)}
+    assert set(net[0].kernel_choice) == {(1, 11, threads), (1, 10, threads)}  # 1600, 768 px
     assert set(net[0].kernel_choice.values()) <= {'aten', 'nnpack'}
     _close_to_aten(first, ref[0])
 
@@ -144,7 +145,7 @@ def test_forced_choice_is_used(monkeypatch):
     conv = nn.Conv2d(8, 8, 3, padding=1).eval()
     autotune_cpu_convs(conv)
     x = torch.randn(1, 8, 20, 20)
-    key = (tuple(x.shape), torch.get_num_threads())
+    key = size_class(x)
     calls = _count_nnpack_calls(monkeypatch)
     with torch.inference_mode():
         conv.kernel_choice[key] = 'aten'

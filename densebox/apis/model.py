@@ -5,7 +5,7 @@ model: it builds ``cfg.model`` through densebox's registry, loads the weights wi
 :func:`densebox.engine.safe_torch_load` (``weights_only=True``: a downloaded file cannot
 run code), attaches the class names and palette (``model.dataset_meta``) and the config
 (``model.cfg``), moves the model to the device and switches it to eval mode; on the CPU its
-3x3 convs choose their fastest kernel per input shape and its 2x2 max-pools take a faster
+3x3 convs choose their fastest kernel per input size and its 2x2 max-pools take a faster
 path (:func:`densebox.ops.speed_up_cpu_inference`).
 """
 import copy
@@ -193,7 +193,7 @@ def init_model(config: Union[str, os.PathLike, Config, dict],
         allow_unverified: for zoo names, accept published weights whose full SHA-256 the
             manifest does not record (the hash prefix in their file name is still checked).
         cpu_fast_paths: on the CPU, :func:`densebox.ops.speed_up_cpu_inference`: each 3x3
-            conv picks the faster of ATen's and NNPACK's kernel per input shape (the first
+            conv picks the faster of ATen's and NNPACK's kernel per input size (the first
             call with a new image size is slower; ``DENSEBOX_CPU_CONV=aten`` turns this part
             off too) and 2x2 max-pools run as strided maxima. Weights and the state dict
             are not touched.

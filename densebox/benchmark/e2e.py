@@ -13,9 +13,9 @@ What one timed call covers, from host uint8 (H, W, 3) RGB images to results on t
   to 300x300, LoadAnnotations, PackDetInputs), ``model.data_preprocessor`` (upload,
   normalise, stack), ``model(..., mode='predict')``, then ``.cpu()`` of every image's
   boxes / scores / labels. The model is prepared as :func:`densebox.init_model` prepares
-  it: on the CPU its 3x3 convs pick ATen's or NNPACK's kernel per shape and its 2x2 max-pools
-  run as strided maxima (:func:`densebox.ops.speed_up_cpu_inference`; the untimed warm-up
-  call does the kernel timing), unless ``cpu_fast_paths=False``;
+  it: on the CPU its 3x3 convs pick ATen's or NNPACK's kernel per input size and its 2x2
+  max-pools run as strided maxima (:func:`densebox.ops.speed_up_cpu_inference`; the untimed
+  warm-up call does the kernel timing), unless ``cpu_fast_paths=False``;
 * torchvision: each image uploaded as uint8, turned into the float (3, H, W) tensor in
   [0, 1] its API takes (on the device), ``model(images)`` (its GeneralizedRCNNTransform
   normalises and resizes, the head post-processes), then ``.cpu()`` of the outputs.

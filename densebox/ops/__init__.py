@@ -16,7 +16,7 @@ from .roi_align import RoIAlign, boxes_to_rois, roi_align
 
 
 def speed_up_cpu_inference(model) -> dict:
-    """In place: 3x3 convs pick ATen's or NNPACK's kernel per shape
+    """In place: 3x3 convs pick ATen's or NNPACK's kernel per input size
     (:func:`autotune_cpu_convs`) and 2x2 max-pools run as strided maxima
     (:func:`speed_up_cpu_max_pools`), both only in CPU inference (autograd off); weights
     and the state dict are untouched. Returns ``{'convs': n, 'max_pools': m}`` changed."""

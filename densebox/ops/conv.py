@@ -11,9 +11,11 @@ the shape.
 :func:`autotune_cpu_convs` therefore turns every eligible ``nn.Conv2d`` of a model (3x3,
 stride 1, no dilation, one group, zero padding) into an :class:`AutotunedConv2d`, a subclass
 with the same parameters (state dicts, ``isinstance`` checks and training are unchanged). The
-first time such a conv sees an input shape in inference it times both kernels on that
-input and remembers the faster one for the shape, as ``cudnn.benchmark`` does on a GPU. The
-first call with a new shape is therefore slower; every later call runs the chosen kernel.
+first time such a conv sees an input size in inference it times both kernels on that
+input and remembers the faster one, as ``cudnn.benchmark`` does on a GPU. Sizes are
+remembered by batch and by map area rounded to a power of two (:func:`size_class`), so
+images of many slightly different sizes (keep-ratio resizing) do not each pay for a
+timing. The first call with a new size class is slower; later calls run the chosen kernel.
 
 Only float32 CPU tensors with autograd off (``torch.no_grad`` / ``torch.inference_mode``)
 and no autocast take this path; anything else (training, CUDA, bfloat16 autocast, channels-
@@ -53,6 +55,14 @@ def cpu_conv_mode() -> str:
     return mode
 
 
+def size_class(x: Tensor) -> Tuple[int, int, int]:
+    """What the kernel choice for a (B, C, H, W) input depends on: (B, bit length of H * W,
+    torch threads); e.g. 375x500 and 400x600 maps share a class, 300x300 and 600x600 do not.
+    """
+    batch, _, height, width = x.shape
+    return batch, (height * width).bit_length(), torch.get_num_threads()
+
+
 def _nnpack_conv(x: Tensor, conv: nn.Conv2d) -> Tensor:
     return torch._nnpack_spatial_convolution(x, conv.weight, conv.bias, list(conv.padding),
                                              [1, 1])
@@ -69,11 +79,11 @@ def _fastest_of_three(fn, x: Tensor) -> float:
 
 class AutotunedConv2d(nn.Conv2d):
     """An ``nn.Conv2d`` (3x3, stride 1) that runs CPU float32 inference on the faster of
-    ATen's and NNPACK's kernels, chosen per input shape by timing both once.
+    ATen's and NNPACK's kernels, chosen per input size class by timing both once.
 
     Shapes: input (B, C_in, H, W) -> output (B, C_out, H', W'), as ``nn.Conv2d``.
     :func:`autotune_cpu_convs` turns existing convs into this class in place; it adds no
-    parameter or buffer, only ``kernel_choice`` (input shape and thread count -> kernel).
+    parameter or buffer, only ``kernel_choice`` (:func:`size_class` of the input -> kernel).
     """
 
     kernel_choice: Dict[Tuple, str]
@@ -86,7 +96,7 @@ class AutotunedConv2d(nn.Conv2d):
             return super().forward(x)
         if mode == 'nnpack':
             return _nnpack_conv(x, self)
-        key = (tuple(x.shape), torch.get_num_threads())
+        key = size_class(x)
         choice = self.kernel_choice.get(key)
         if choice is None:
             choice = self.kernel_choice[key] = self._time_kernels(x)
@@ -142,4 +152,4 @@ def autotune_cpu_convs(model: nn.Module) -> int:
 
 
 __all__ = ['AutotunedConv2d', 'autotune_cpu_convs', 'cpu_conv_mode', 'is_eligible',
-           'nnpack_available', 'ENV_CPU_CONV']
+           'nnpack_available', 'size_class', 'ENV_CPU_CONV']
