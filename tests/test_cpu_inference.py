@@ -27,15 +27,20 @@ def _close_to_aten(out, ref):
     assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
 
 
-def _count_nnpack_calls(monkeypatch):
+def _record_calls(monkeypatch, owner, name):
+    """Wrap ``owner.name``; each call appends the shape of its first tensor argument."""
     calls = []
-    real = conv_mod._nnpack_conv
+    real = getattr(owner, name)
 
-    def counting(x, conv):
-        calls.append(tuple(x.shape))
-        return real(x, conv)
-    monkeypatch.setattr(conv_mod, '_nnpack_conv', counting)
+    def recording(*args):
+        calls.append(next(tuple(a.shape) for a in args if isinstance(a, torch.Tensor)))
+        return real(*args)
+    monkeypatch.setattr(owner, name, recording)
     return calls
+
+
+def _count_nnpack_calls(monkeypatch):
+    return _record_calls(monkeypatch, conv_mod, '_nnpack_conv')
 
 
 def _net():
@@ -118,13 +123,7 @@ def test_auto_times_each_size_class_once(monkeypatch):
     monkeypatch.delenv(ENV_CPU_CONV, raising=False)
     net = _net()
     autotune_cpu_convs(net)
-    timings = []
-    real = AutotunedConv2d._time_kernels
-
-    def counting(self, x):
-        timings.append(tuple(x.shape))
-        return real(self, x)
-    monkeypatch.setattr(AutotunedConv2d, '_time_kernels', counting)
+    timings = _record_calls(monkeypatch, AutotunedConv2d, '_time_kernels')
     a, b = torch.randn(1, 3, 40, 40), torch.randn(1, 3, 24, 32)
     a2 = torch.randn(1, 3, 38, 41)  # the same size class as a (area 1558 vs 1600)
     with torch.inference_mode():
