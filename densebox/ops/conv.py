@@ -27,6 +27,7 @@ NNPACK) or ``nnpack`` (always NNPACK where eligible; for tests and benchmarks).
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Dict, Tuple
@@ -41,6 +42,7 @@ NNPACK_MIN_GAIN = 0.95
 TIMING_RUNS = 3
 
 
+@functools.lru_cache(maxsize=None)
 def nnpack_available() -> bool:
     """Whether this torch build has a working NNPACK (it needs x86-64 with AVX2 or ARM NEON)."""
     probe = getattr(torch, '_nnpack_available', None)
@@ -68,7 +70,7 @@ def _nnpack_conv(x: Tensor, conv: nn.Conv2d) -> Tensor:
                                              [1, 1])
 
 
-def _fastest_of_three(fn, x: Tensor) -> float:
+def _best_time(fn, x: Tensor) -> float:
     best = float('inf')
     for _ in range(TIMING_RUNS):
         start = time.perf_counter()
@@ -116,11 +118,11 @@ class AutotunedConv2d(nn.Conv2d):
         aten = super().forward
         try:
             _nnpack_conv(x, self)  # the first call allocates NNPACK's workspace
-            nnpack_s = _fastest_of_three(lambda t: _nnpack_conv(t, self), x)
+            nnpack_s = _best_time(lambda t: _nnpack_conv(t, self), x)
         except RuntimeError:  # e.g. a shape NNPACK refuses
             return 'aten'
         aten(x)
-        aten_s = _fastest_of_three(aten, x)
+        aten_s = _best_time(aten, x)
         return 'nnpack' if nnpack_s < NNPACK_MIN_GAIN * aten_s else 'aten'
 
 
