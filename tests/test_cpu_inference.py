@@ -5,6 +5,7 @@ Oracles: ``F.conv2d`` and ``F.max_pool2d`` (ATen). NNPACK's Winograd results dif
 rounding only (the tolerance is relative to the output's scale); the pools are exact.
 """
 import copy
+import json
 import warnings
 
 import pytest
@@ -15,8 +16,9 @@ from torch import nn
 from densebox.ops import conv as conv_mod
 from densebox.ops import speed_up_cpu_inference
 from densebox.ops.pool import StridedMaxPool2d, is_strided_pool, max_pool_2x2
-from densebox.ops.conv import (ENV_CPU_CONV, AutotunedConv2d, autotune_cpu_convs, cpu_conv_mode,
-                               is_eligible, nnpack_available, size_class)
+from densebox.ops.conv import (ENV_CPU_CONV, ENV_CPU_CONV_CACHE, AutotunedConv2d,
+                               autotune_cpu_convs, cpu_conv_mode, is_eligible,
+                               nnpack_available, size_class)
 
 needs_nnpack = pytest.mark.skipif(not nnpack_available(), reason='this torch build has no NNPACK')
 
@@ -121,6 +123,7 @@ def test_single_conv_against_functional(monkeypatch):
 @needs_nnpack
 def test_auto_times_each_size_class_once(monkeypatch):
     monkeypatch.delenv(ENV_CPU_CONV, raising=False)
+    monkeypatch.setenv(ENV_CPU_CONV_CACHE, 'off')
     net = _net()
     autotune_cpu_convs(net)
     timings = _record_calls(monkeypatch, AutotunedConv2d, '_time_kernels')
@@ -135,6 +138,53 @@ def test_auto_times_each_size_class_once(monkeypatch):
     assert set(net[0].kernel_choice) == {(1, 11, threads), (1, 10, threads)}  # 1600, 768 px
     assert set(net[0].kernel_choice.values()) <= {'aten', 'nnpack'}
     _close_to_aten(first, ref[0])
+
+
+@needs_nnpack
+def test_choices_file_is_written_and_reused(monkeypatch, tmp_path):
+    """A second model (as in a new process) reads the choices instead of timing again."""
+    path = tmp_path / 'cache' / 'choices.json'
+    monkeypatch.delenv(ENV_CPU_CONV, raising=False)
+    monkeypatch.setenv(ENV_CPU_CONV_CACHE, str(path))
+    timings = _record_calls(monkeypatch, AutotunedConv2d, '_time_kernels')
+    x = torch.randn(1, 3, 30, 30)
+    first, second = _net(), _net()
+    autotune_cpu_convs(first), autotune_cpu_convs(second)
+    with torch.inference_mode():
+        first(x)
+        assert len(timings) == 3
+        saved = json.loads(path.read_text())
+        assert len(saved) == 3 and set(saved.values()) <= {'aten', 'nnpack'}
+        assert all(f'{torch.get_num_threads()} threads' in k for k in saved)
+        assert sum('area 2^10' in k for k in saved) == 2  # 30x30 maps; the last conv's: 15x15
+        conv_mod._choice_files.clear()  # forget what this process read: as a new process
+        _close_to_aten(second(x), first(x))
+    assert len(timings) == 3  # nothing timed for the second model
+    tuned = [0, 2, 8]
+    assert [second[i].kernel_choice for i in tuned] == [first[i].kernel_choice for i in tuned]
+
+
+@needs_nnpack
+@pytest.mark.parametrize('content', ['not json', '[1, 2]', '{"k": "winograd"}'])
+def test_bad_choices_file_is_ignored_and_rewritten(monkeypatch, tmp_path, content):
+    path = tmp_path / 'choices.json'
+    path.write_text(content)
+    monkeypatch.delenv(ENV_CPU_CONV, raising=False)
+    monkeypatch.setenv(ENV_CPU_CONV_CACHE, str(path))
+    conv = nn.Conv2d(4, 4, 3, padding=1).eval()
+    autotune_cpu_convs(conv)
+    x = torch.randn(1, 4, 16, 16)
+    with torch.inference_mode(), pytest.warns(UserWarning, match=str(path)):
+        _close_to_aten(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1))
+    saved = json.loads(path.read_text())
+    assert list(saved.values()) in (['aten'], ['nnpack']) and 'conv 4->4 pad 1x1' in next(iter(saved))
+
+
+def test_choices_file_off_writes_nothing(monkeypatch, tmp_path):
+    monkeypatch.setenv(ENV_CPU_CONV_CACHE, 'off')
+    assert conv_mod.choice_file() is None
+    monkeypatch.setenv(ENV_CPU_CONV_CACHE, str(tmp_path / 'c.json'))
+    assert conv_mod.choice_file().path == tmp_path / 'c.json'
 
 
 @needs_nnpack

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from densebox.ops import speed_up_cpu_inference
-from densebox.ops.conv import cpu_conv_mode, nnpack_available
+from densebox.ops.conv import cpu_conv_mode, cpu_name, nnpack_available
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / 'configs' / 'ssd300_coco_torchvision.py'
 IMPLS = ('densebox', 'torchvision')
@@ -169,7 +169,7 @@ def environment(device: str) -> dict:
     import densebox.ops
     env = dict(torch=torch.__version__, torchvision=torchvision.__version__,
                python=platform.python_version(), machine=platform.machine(),
-               processor=_cpu_name(), cpu_count=os.cpu_count(),
+               processor=cpu_name(), cpu_count=os.cpu_count(),
                torch_threads=torch.get_num_threads(), nnpack=nnpack_available())
     try:
         env['densebox_ops_backend'] = densebox.ops.backend(torch.device(device))
@@ -178,17 +178,6 @@ def environment(device: str) -> dict:
     if device.startswith('cuda'):
         env['gpu'] = torch.cuda.get_device_name(torch.device(device))
     return env
-
-
-def _cpu_name() -> str:
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown'
 
 
 def run_inference_benchmark(devices: Sequence[str] = ('cpu',), batch_sizes: Sequence[int] = (1, 32),

@@ -61,14 +61,19 @@ class ExtensionBuildError(RuntimeError):
 
 # ----------------------------------------------------------------------------- building
 
+def densebox_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/densebox`` (default ``~/.cache/densebox``)."""
+    xdg = os.environ.get('XDG_CACHE_HOME')
+    base = Path(xdg).expanduser() if xdg else Path.home() / '.cache'
+    return base / 'densebox'
+
+
 def cache_root() -> Path:
     """Folder holding one build folder per configuration."""
     root = os.environ.get(ENV_CACHE)
     if root:
         return Path(root).expanduser()
-    xdg = os.environ.get('XDG_CACHE_HOME')
-    base = Path(xdg).expanduser() if xdg else Path.home() / '.cache'
-    return base / 'densebox' / 'ops'
+    return densebox_cache_dir() / 'ops'
 
 
 def _toolkit_ok(home: Path) -> bool:

@@ -16,26 +16,40 @@ input and remembers the faster one, as ``cudnn.benchmark`` does on a GPU. Sizes 
 remembered by batch and by map area rounded to a power of two (:func:`size_class`), so
 images of many slightly different sizes (keep-ratio resizing) do not each pay for a
 timing. The first call with a new size class is slower; later calls run the chosen kernel.
+Choices are also kept on disk (:class:`ChoiceFile`, keyed by CPU, torch version, threads,
+conv and size class), so a later process on the same machine does not time them again.
 
 Only float32 CPU tensors with autograd off (``torch.no_grad`` / ``torch.inference_mode``)
 and no autocast take this path; anything else (training, CUDA, bfloat16 autocast, channels-
-last input, ONNX export and other tracing, torch.compile) is a plain ``nn.Conv2d`` call. NNPACK's results differ from ATen's by rounding
-only (Winograd's transforms: about 1e-6 of the output's scale for VGG-sized layers).
+last input, ONNX export and other tracing, torch.compile) is a plain ``nn.Conv2d`` call.
+NNPACK's results differ from ATen's by rounding only (Winograd's transforms: about 1e-6 of
+the output's scale for VGG-sized layers).
 
 ``DENSEBOX_CPU_CONV`` overrides the choice: ``auto`` (default: time both), ``aten`` (never
 NNPACK) or ``nnpack`` (always NNPACK where eligible; for tests and benchmarks).
+``DENSEBOX_CPU_CONV_CACHE`` is the choices file (default
+``~/.cache/densebox/cpu_conv_choices.json``); ``off`` keeps choices in memory only.
 """
 from __future__ import annotations
 
 import functools
+import json
 import os
+import platform
+import tempfile
+import threading
 import time
-from typing import Dict, Tuple
+import warnings
+from pathlib import Path
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from ._ext import densebox_cache_dir
+
 ENV_CPU_CONV = 'DENSEBOX_CPU_CONV'
+ENV_CPU_CONV_CACHE = 'DENSEBOX_CPU_CONV_CACHE'
 CPU_CONV_MODES = ('auto', 'aten', 'nnpack')
 # NNPACK must beat ATen by this factor to be chosen: a tie is not worth the other rounding.
 NNPACK_MIN_GAIN = 0.95
@@ -63,6 +77,84 @@ def size_class(x: Tensor) -> Tuple[int, int, int]:
     """
     batch, _, height, width = x.shape
     return batch, (height * width).bit_length(), torch.get_num_threads()
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else ``platform.processor()``."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or 'unknown'
+
+
+class ChoiceFile:
+    """Kernel choices kept in a JSON file: ``{key: 'aten' | 'nnpack'}``.
+
+    Read once, then updated on each new choice by re-reading the file, adding the choice
+    and replacing the file atomically (so processes sharing it lose nothing but a race's
+    duplicate timing). A file that is not such a JSON object is ignored with one warning
+    and rewritten. Only plain strings are read: nothing in the file is executed.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._choices: Optional[Dict[str, str]] = None
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Optional[str]:
+        with self._lock:
+            if self._choices is None:
+                self._choices = self._read()
+            return self._choices.get(key)
+
+    def put(self, key: str, choice: str) -> None:
+        with self._lock:
+            choices = self._read()
+            choices[key] = choice
+            self._choices = choices
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name + '.')
+                with os.fdopen(fd, 'w') as f:
+                    json.dump(choices, f, indent=0, sort_keys=True)
+                os.replace(tmp, self.path)
+            except OSError as err:  # a read-only cache folder: keep the choice in memory
+                warnings.warn(f'densebox: cannot write CPU conv choices to {self.path}: {err}')
+
+    def _read(self) -> Dict[str, str]:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as err:
+            warnings.warn(f'densebox: ignoring unreadable CPU conv choices file {self.path} '
+                          f'({err}); it will be rewritten')
+            return {}
+        if not isinstance(data, dict) or not all(
+                isinstance(v, str) and v in ('aten', 'nnpack') for v in data.values()):
+            warnings.warn(f'densebox: ignoring CPU conv choices file {self.path}: not a JSON '
+                          "object of 'aten' / 'nnpack' values; it will be rewritten")
+            return {}
+        return {str(k): v for k, v in data.items()}
+
+
+_choice_files: Dict[Path, ChoiceFile] = {}
+
+
+def choice_file() -> Optional[ChoiceFile]:
+    """The :class:`ChoiceFile` named by ``DENSEBOX_CPU_CONV_CACHE`` (None when ``off``)."""
+    value = os.environ.get(ENV_CPU_CONV_CACHE)
+    if value is not None and value.strip().lower() in ('', 'off', '0', 'none'):
+        return None
+    path = Path(value).expanduser() if value else densebox_cache_dir() / 'cpu_conv_choices.json'
+    if path not in _choice_files:
+        _choice_files[path] = ChoiceFile(path)
+    return _choice_files[path]
 
 
 def _nnpack_conv(x: Tensor, conv: nn.Conv2d) -> Tensor:
@@ -101,8 +193,24 @@ class AutotunedConv2d(nn.Conv2d):
         key = size_class(x)
         choice = self.kernel_choice.get(key)
         if choice is None:
-            choice = self.kernel_choice[key] = self._time_kernels(x)
+            choice = self.kernel_choice[key] = self._remembered_or_timed(x, key)
         return _nnpack_conv(x, self) if choice == 'nnpack' else super().forward(x)
+
+    def _remembered_or_timed(self, x: Tensor, key: Tuple[int, int, int]) -> str:
+        """The choices file's kernel for this conv and size class, else a timed choice
+        (then written to the file)."""
+        store = choice_file()
+        batch, area_bits, threads = key
+        file_key = (f'{cpu_name()} | torch {torch.__version__} | {threads} threads | '
+                    f'conv {self.in_channels}->{self.out_channels} pad {self.padding[0]}x'
+                    f'{self.padding[1]} bias {self.bias is not None} | batch {batch} '
+                    f'area 2^{area_bits}')
+        choice = store.get(file_key) if store is not None else None
+        if choice is None:
+            choice = self._time_kernels(x)
+            if store is not None:
+                store.put(file_key, choice)
+        return choice
 
     def _takes_fast_path(self, x: Tensor) -> bool:
         # Tracing (ONNX / TorchScript export) and torch.compile must see the standard conv.
@@ -153,5 +261,6 @@ def autotune_cpu_convs(model: nn.Module) -> int:
     return swapped
 
 
-__all__ = ['AutotunedConv2d', 'autotune_cpu_convs', 'cpu_conv_mode', 'is_eligible',
-           'nnpack_available', 'size_class', 'ENV_CPU_CONV']
+__all__ = ['AutotunedConv2d', 'ChoiceFile', 'autotune_cpu_convs', 'choice_file', 'cpu_conv_mode',
+           'cpu_name', 'is_eligible', 'nnpack_available', 'size_class', 'ENV_CPU_CONV',
+           'ENV_CPU_CONV_CACHE']
