@@ -180,6 +180,18 @@ def test_bad_choices_file_is_ignored_and_rewritten(monkeypatch, tmp_path, conten
     assert list(saved.values()) in (['aten'], ['nnpack']) and 'conv 4->4 pad 1x1' in next(iter(saved))
 
 
+def test_unwritable_choices_file_warns_and_keeps_the_choice(monkeypatch, tmp_path):
+    store = conv_mod.ChoiceFile(tmp_path / 'choices.json')
+
+    def refuse(src, dst):
+        raise PermissionError(13, 'Permission denied', str(dst))
+    monkeypatch.setattr(conv_mod.os, 'replace', refuse)
+    with pytest.warns(UserWarning, match='cannot write CPU conv choices'):
+        store.put('some conv', 'nnpack')
+    assert store.get('some conv') == 'nnpack'
+    assert list(tmp_path.iterdir()) == []  # no half-written temporary file left behind
+
+
 def test_choices_file_off_writes_nothing(monkeypatch, tmp_path):
     monkeypatch.setenv(ENV_CPU_CONV_CACHE, 'off')
     assert conv_mod.choice_file() is None

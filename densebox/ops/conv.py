@@ -97,8 +97,8 @@ class ChoiceFile:
 
     Read once, then updated on each new choice by re-reading the file, adding the choice
     and replacing the file atomically (so processes sharing it lose nothing but a race's
-    duplicate timing). A file that is not such a JSON object is ignored with one warning
-    and rewritten. Only plain strings are read: nothing in the file is executed.
+    duplicate timing). A file that is not such a JSON object is ignored with a warning
+    naming it, and rewritten. Only plain strings are read: nothing in the file is executed.
     """
 
     def __init__(self, path: Path):
@@ -117,14 +117,17 @@ class ChoiceFile:
             choices = self._read()
             choices[key] = choice
             self._choices = choices
+            tmp = None
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name + '.')
                 with os.fdopen(fd, 'w') as f:
                     json.dump(choices, f, indent=0, sort_keys=True)
                 os.replace(tmp, self.path)
-            except OSError as err:  # a read-only cache folder: keep the choice in memory
+            except OSError as err:  # e.g. a read-only cache folder: keep the choice in memory
                 warnings.warn(f'densebox: cannot write CPU conv choices to {self.path}: {err}')
+                if tmp is not None and os.path.exists(tmp):
+                    os.unlink(tmp)
 
     def _read(self) -> Dict[str, str]:
         try:
