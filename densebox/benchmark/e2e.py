@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from densebox.ops import speed_up_cpu_inference
+from densebox.ops import backend, speed_up_cpu_inference
 from densebox.ops.conv import cpu_conv_mode, cpu_name, nnpack_available
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / 'configs' / 'ssd300_coco_torchvision.py'
@@ -165,14 +165,12 @@ def time_calls(fn: Callable[[Images], Results], images: Images, iters: int, warm
 def environment(device: str) -> dict:
     """Versions and hardware of this run."""
     import torchvision
-
-    import densebox.ops
     env = dict(torch=torch.__version__, torchvision=torchvision.__version__,
                python=platform.python_version(), machine=platform.machine(),
                processor=cpu_name(), cpu_count=os.cpu_count(),
                torch_threads=torch.get_num_threads(), nnpack=nnpack_available())
     try:
-        env['densebox_ops_backend'] = densebox.ops.backend(torch.device(device))
+        env['densebox_ops_backend'] = backend(torch.device(device))
     except Exception as err:  # report, do not fail the benchmark
         env['densebox_ops_backend'] = f'unknown ({type(err).__name__}: {err})'
     if device.startswith('cuda'):

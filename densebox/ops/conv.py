@@ -47,6 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from ._ext import densebox_cache_dir
+from .pool import eager_cpu_inference
 
 ENV_CPU_CONV = 'DENSEBOX_CPU_CONV'
 ENV_CPU_CONV_CACHE = 'DENSEBOX_CPU_CONV_CACHE'
@@ -216,13 +217,9 @@ class AutotunedConv2d(nn.Conv2d):
         return choice
 
     def _takes_fast_path(self, x: Tensor) -> bool:
-        # Tracing (ONNX / TorchScript export) and torch.compile must see the standard conv.
-        if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
-            return False
-        return (not torch.is_grad_enabled() and x.device.type == 'cpu' and x.dim() == 4
-                and x.dtype == torch.float32 and self.weight.dtype == torch.float32
-                and x.is_contiguous() and not torch.is_autocast_enabled('cpu')
-                and nnpack_available())
+        return (eager_cpu_inference(x) and x.dtype == torch.float32
+                and self.weight.dtype == torch.float32 and x.is_contiguous()
+                and not torch.is_autocast_enabled('cpu') and nnpack_available())
 
     def _time_kernels(self, x: Tensor) -> str:
         """'nnpack' or 'aten': whichever ran ``x`` faster (best of three runs each)."""

@@ -18,6 +18,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def eager_cpu_inference(x: Tensor) -> bool:
+    """Whether ``x`` is a (B, C, H, W) CPU tensor seen in eager inference: autograd off and
+    not traced (ONNX / TorchScript export), scripted or compiled, which must all see the
+    standard modules. The condition every CPU fast path of densebox.ops starts from."""
+    return (not torch.is_grad_enabled() and x.device.type == 'cpu' and x.dim() == 4
+            and not (torch.jit.is_tracing() or torch.jit.is_scripting()
+                     or torch.compiler.is_compiling()))
+
+
 def _pair(value) -> tuple:
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
@@ -55,10 +64,7 @@ class StridedMaxPool2d(nn.MaxPool2d):
 
     def forward(self, x: Tensor) -> Tensor:
         # min(H, W) < 2: let ATen raise its error about a too small input
-        if (torch.is_grad_enabled() or x.device.type != 'cpu' or x.dim() != 4
-                or not x.is_floating_point() or min(x.shape[-2:]) < 2
-                or torch.jit.is_tracing() or torch.jit.is_scripting()
-                or torch.compiler.is_compiling()):
+        if not (eager_cpu_inference(x) and x.is_floating_point() and min(x.shape[-2:]) >= 2):
             return super().forward(x)
         return max_pool_2x2(x, self.ceil_mode)
 
@@ -76,4 +82,4 @@ def speed_up_cpu_max_pools(model: nn.Module) -> int:
     return changed
 
 
-__all__ = ['StridedMaxPool2d', 'is_strided_pool', 'max_pool_2x2', 'speed_up_cpu_max_pools']
+__all__ = ['StridedMaxPool2d', 'eager_cpu_inference', 'is_strided_pool', 'max_pool_2x2', 'speed_up_cpu_max_pools']
