@@ -65,16 +65,21 @@ def test_manifest_entries_are_complete():
     names = zoo.list_models()
     assert {'ssd300_coco_mmdet', 'ssd512_voc_mmdet', 'ssdlite_mobilenetv2_coco_mmdet',
             'ssd300_coco_torchvision', 'resnet18_imagenet_torchvision'} <= set(names)
-    assert set(zoo.list_models('backbone')) | set(zoo.list_models('model')) == set(names)
+    kinds = ('model', 'backbone', 'clip')
+    assert set().union(*(zoo.list_models(kind) for kind in kinds)) == set(names)
     for name in names:
         entry = zoo.get_entry(name)
-        assert entry['kind'] in ('model', 'backbone'), name
+        assert entry['kind'] in kinds, name
         assert entry['url'].startswith('https://'), name
         assert callable(zoo.get_converter(entry['converter'])), name
         assert entry['sha256'] is None or len(entry['sha256']) == 64, name
-        # the published file names end in the first 8 hex digits of their SHA-256
-        stem = osp.splitext(osp.basename(entry['url']))[0]
-        assert stem.endswith('-' + entry['sha256_prefix']), name
+        if entry['sha256_prefix']:
+            # torchvision's and OpenMMLab's file names end in 8 hex digits of their SHA-256
+            stem = osp.splitext(osp.basename(entry['url']))[0]
+            assert stem.endswith('-' + entry['sha256_prefix']), name
+        else:
+            # OpenAI's CLIP URLs hold the whole SHA-256 as the folder name
+            assert entry['url'].split('/')[-2] == entry['sha256'], name
         if entry['kind'] == 'model':
             assert entry['config'].startswith('configs/'), name
     with pytest.raises(KeyError, match='not in the densebox model zoo'):

@@ -20,6 +20,8 @@ import torch
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
+from .torchscript_weights import is_torchscript_archive, load_torchscript_state_dict
+
 
 def _numpy_safe_globals() -> list:
     """numpy types that pickled arrays and scalars reference."""
@@ -59,8 +61,12 @@ SAFE_GLOBALS = [HistoryBuffer, (_history_buffer_getattr, 'builtins.getattr'),
 def safe_torch_load(filename, map_location=None):
     """``torch.load`` with ``weights_only=True`` and densebox's allow-list.
 
-    Raises a ``RuntimeError`` naming the file when it holds anything else.
+    A TorchScript archive (OpenAI's CLIP releases are ones) gives its state dict, read by
+    :func:`densebox.engine.torchscript_weights.load_torchscript_state_dict` without running
+    the archive's code. Raises a ``RuntimeError`` naming the file when it holds anything else.
     """
+    if isinstance(filename, (str, os.PathLike)) and is_torchscript_archive(filename):
+        return load_torchscript_state_dict(filename)
     with torch.serialization.safe_globals(SAFE_GLOBALS):
         try:
             return torch.load(filename, map_location=map_location, weights_only=True)

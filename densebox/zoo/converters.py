@@ -20,10 +20,18 @@ def _densebox(checkpoint: dict, cfg=None):
     return checkpoint
 
 
+def _clip_state_dict(checkpoint: dict, cfg=None):
+    """A CLIP checkpoint (OpenAI's or open_clip's) as open_clip's float32 state dict."""
+    from densebox.models.backbones.clip import clip_state_dict_from
+    return {k: v.float() if v.is_floating_point() else v
+            for k, v in clip_state_dict_from(checkpoint, 'the CLIP checkpoint').items()}
+
+
 CONVERTERS: Dict[str, object] = {
     'densebox': _densebox,
     'mmdet_ssd': 'densebox.converters.mmdet_ssd:convert_mmdet_ssd_checkpoint',
     'torchvision_ssd300': _torchvision_ssd300,
+    'clip_state_dict': _clip_state_dict,
     'torchvision_backbone':
         'densebox.converters.torchvision_seg:convert_torchvision_backbone_checkpoint',
 }

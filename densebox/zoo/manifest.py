@@ -2,8 +2,10 @@
 
 Each entry:
 
-- ``kind``: ``'model'`` (a whole detector / segmentor for ``densebox.init_model(name)``) or
-  ``'backbone'`` (ImageNet weights for a backbone's ``init_cfg``).
+- ``kind``: ``'model'`` (a whole detector / segmentor for ``densebox.init_model(name)``),
+  ``'backbone'`` (ImageNet weights for a backbone's ``init_cfg``) or ``'clip'`` (a whole
+  CLIP model for :func:`densebox.models.backbones.clip.build_clip`, named in open_clip's
+  terms by ``open_clip_name``).
 - ``config``: the densebox config (repository-relative) the converted weights belong to, and
   ``cfg_options``: overrides of it that the source model needs (e.g. mmdetection's integer
   anchor sizes).
@@ -21,6 +23,7 @@ mmdetection's anchor sizes: see :func:`densebox.converters.mmdet_ssd.mmdet_ssd_a
 """
 
 _MMDET = 'https://download.openmmlab.com/mmdetection/v2.0'
+_OPENAI_CLIP = 'https://openaipublic.azureedge.net/clip/models'
 
 MANIFEST = {
     # ------------------------------------------------------------------- detection
@@ -109,4 +112,27 @@ MANIFEST = {
         converter='torchvision_backbone', converter_args={'arch': 'resnet34'},
         source="torchvision resnet34 IMAGENET1K_V1 (for FFNetResNet arch='34')",
         metric={'imagenet/top1': 73.314}, license='BSD-3-Clause'),
+    # ------------------------------------------------------------------ CLIP (open_clip)
+    # OpenAI's releases are TorchScript archives; densebox reads their weights without running
+    # them (densebox.engine.torchscript_weights). The folder in each URL is the file's SHA-256.
+    # Used as build_clip(model_name=open_clip_name, checkpoint='clip_rn50_openai').
+    **{f'clip_{key}_openai': dict(
+        kind='clip', task='clip', config=None, open_clip_name=open_clip_name,
+        url=f'{_OPENAI_CLIP}/{sha256}/{file_name}', sha256=sha256, sha256_prefix=None,
+        converter='clip_state_dict',
+        source=f'OpenAI CLIP {open_clip_name} (github.com/openai/CLIP)', metric={},
+        license='MIT')
+       for key, open_clip_name, sha256, file_name in [
+           ('rn50', 'RN50',
+            'afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762', 'RN50.pt'),
+           ('rn101', 'RN101',
+            '8fa8567bab74a42d41c5915025a8e4538c3bdbe8804a470a72f30b0d94fab599', 'RN101.pt'),
+           ('rn50x16', 'RN50x16',
+            '52378b407f34354e150460fe41077663dd5b39c54cd0bfd2b27167a4a06ec9aa', 'RN50x16.pt'),
+           ('vitb16', 'ViT-B-16',
+            '5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f', 'ViT-B-16.pt'),
+           ('vitl14_336', 'ViT-L-14-336',
+            '3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02',
+            'ViT-L-14-336px.pt'),
+       ]},
 }
