@@ -41,15 +41,15 @@ def resolve_clip_weights(checkpoint: str, download: Optional[bool] = None) -> st
     path = osp.expanduser(str(checkpoint))
     if osp.isfile(path):
         return path
-    from densebox import zoo
+    from densebox.zoo.hub import cache_dir, list_models, source_path
     name = checkpoint[len('zoo://'):] if checkpoint.startswith('zoo://') else checkpoint
-    if name in zoo.list_models('clip'):
-        return zoo.source_path(name, download=download)
-    known = ', '.join(zoo.list_models('clip'))
+    if name in list_models('clip'):
+        return source_path(name, download=download)
+    known = ', '.join(list_models('clip'))
     raise FileNotFoundError(
         f'CLIP weights {checkpoint} not found: it is neither a file nor a CLIP entry of the '
         f'densebox zoo ({known}). Give the path of an OpenAI or open_clip checkpoint, or a zoo '
-        f'name whose file is in {osp.join(zoo.cache_dir(), "downloads")}.')
+        f'name whose file is in {osp.join(cache_dir(), "downloads")}.')
 
 
 def clip_state_dict_from(state: dict, path: str) -> Dict[str, torch.Tensor]:
