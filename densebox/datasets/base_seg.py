@@ -46,7 +46,10 @@ class BaseSegDataset(BaseDataset):
         Other arguments: as mmengine's ``BaseDataset``.
 
     Every ``data_list`` entry: ``{'img_path', 'img_id', 'seg_map_path', 'reduce_zero_label',
-    'label_map', 'seg_fields': []}``.
+    'label_map', 'num_classes', 'ignore_index', 'seg_fields': []}``; ``LoadAnnotations``
+    raises, naming the mask and the value, when a mask holds a value that is neither a class
+    index (below ``num_classes``, after ``reduce_zero_label`` and ``label_map``) nor
+    ``ignore_index``.
     """
 
     METAINFO: dict = dict(classes=(), palette=[])
@@ -134,12 +137,15 @@ class BaseSegDataset(BaseDataset):
                                     f'exist. {README_HINT}')
         names = self._list_names(img_dir)
         self.check_seg_maps(names, img_dir, seg_dir)
+        # LoadAnnotations checks every loaded mask against these (values 0..C-1 or ignore).
+        num_classes = len(self._metainfo.get('classes') or ()) or None
         data_list = []
         for stem in names:
             info = dict(img_path=osp.join(img_dir, stem + self.img_suffix),
                         img_id=osp.basename(stem),
                         reduce_zero_label=self.reduce_zero_label,
                         label_map=copy.copy(self.label_map),
+                        num_classes=num_classes, ignore_index=self.ignore_index,
                         seg_fields=[])
             if seg_dir is not None:
                 info['seg_map_path'] = osp.join(seg_dir, stem + self.seg_map_suffix)
