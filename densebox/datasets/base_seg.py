@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence
 from mmengine.dataset import BaseDataset
 
 from densebox.registry import DATASETS
+from .base_det import build_pipeline
 
 README_HINT = 'See data/README.md for how to download and lay out this data set.'
 
@@ -80,7 +81,7 @@ class BaseSegDataset(BaseDataset):
         self.label_map = self.get_label_map(metainfo)
         super().__init__(ann_file=ann_file, metainfo=metainfo, data_root=data_root,
                          data_prefix=dict(data_prefix), filter_cfg=filter_cfg, indices=indices,
-                         serialize_data=serialize_data, pipeline=list(pipeline),
+                         serialize_data=serialize_data, pipeline=build_pipeline(pipeline),
                          test_mode=test_mode, lazy_init=lazy_init, max_refetch=max_refetch)
         self._metainfo.update(label_map=self.label_map, reduce_zero_label=reduce_zero_label,
                               palette=self._subset_palette(metainfo))
