@@ -48,7 +48,12 @@ def test_eight_threads_on_one_model_give_the_serial_results(monkeypatch):
     conv shared by all threads, threads would run different kernels and differ by rounding."""
     monkeypatch.setenv(conv_module.ENV_CPU_CONV_CACHE, 'off')
     picks = iter(['nnpack', 'aten'] * 10_000)
-    monkeypatch.setattr(conv_module.AutotunedConv2d, '_time_kernels', lambda self, x: next(picks))
+
+    def disagreeing_timing(self, x):
+        threading.Event().wait(0.005)  # timing takes a while: other threads get there too
+        return next(picks)
+
+    monkeypatch.setattr(conv_module.AutotunedConv2d, '_time_kernels', disagreeing_timing)
     model = fresh_model()
     imgs = images()
     start = threading.Barrier(len(imgs))
