@@ -111,7 +111,8 @@ def model():
 
 def test_empty_inputs_name_the_argument(model):
     ok = images(1)[0]
-    with pytest.raises(ValueError, match=r'input 1: the image array is empty \(shape \(0, 0, 3\)\)'):
+    empty = r'input 1: the image array is empty \(shape \(0, 0, 3\)\)'
+    with pytest.raises(ValueError, match=empty):
         inference([ok, np.zeros((0, 0, 3), np.uint8)], model)
     with pytest.raises(ValueError, match='input 0: the image array is empty'):
         inference(np.zeros((5, 0), np.uint8), model)
