@@ -81,7 +81,8 @@ def test_voc_filter_empty_and_pipeline(tmp_path):
                   data_prefix=dict(sub_data_root='VOC2007/'), pipeline=PIPELINE)
     ds = VOCDataset(filter_cfg=dict(filter_empty_gt=True, min_size=32), **kwargs)
     assert [ds.get_data_info(i)['img_id'] for i in range(len(ds))] == ['000001', '000003']
-    assert len(VOCDataset(filter_cfg=dict(filter_empty_gt=True, min_size=61), **kwargs)) == 0
+    with pytest.raises(ValueError, match=r'drops all 3 images \(1 have no box.*3 have a side'):
+        VOCDataset(filter_cfg=dict(filter_empty_gt=True, min_size=61), **kwargs)
     assert len(VOCDataset(filter_cfg=dict(filter_empty_gt=True), test_mode=True, **kwargs)) == 3
     out = ds[0]
     sample = out['data_samples']

@@ -200,7 +200,9 @@ def test_voc_metric_matches_devkit_reference(mode, seed):
     # the generator must actually exercise difficult boxes, duplicates and empty images
     assert sum(len(img['ignored']['labels']) for img in images) > 0
     assert len(images[0]['gt']['labels']) == 0 and len(images[1]['pred']['labels']) == 0
-    metric = VOCMetric(iou_thr=[0.5, 0.75], eval_mode=mode)
+    # boxes taken as inclusive pixels: the devkit arithmetic itself (test_voc_devkit.py
+    # checks the whole VOCDataset -> VOCMetric chain on xml files)
+    metric = VOCMetric(iou_thr=[0.5, 0.75], eval_mode=mode, box_convention='voc_inclusive')
     out = run_metric(metric, images)
     for thr, key in ((0.5, 'AP50'), (0.75, 'AP75')):
         ref, _ = ref_voc_map(images, thr, mode)
@@ -210,11 +212,24 @@ def test_voc_metric_matches_devkit_reference(mode, seed):
     assert 0.05 < out['pascal_voc/AP50'] < 0.999  # a non-trivial case
 
 
-def test_voc_metric_continuous_coordinates_matches_reference():
+def _as_voc_pixels(images):
+    """The same data with every box written as VOC inclusive pixels: [x1 + 1, y1 + 1, x2, y2]."""
+    out = []
+    for img in images:
+        img = {k: (dict(v) if isinstance(v, dict) else v) for k, v in img.items()}
+        for key in ('gt', 'ignored', 'pred'):
+            img[key]['bboxes'] = img[key]['bboxes'] + np.float32([1, 1, 0, 0])
+        out.append(img)
+    return out
+
+
+def test_voc_metric_xyxy_boxes_are_measured_as_voc_pixels():
     images = make_dataset(5)
-    out = run_metric(VOCMetric(eval_mode='area', legacy_coordinate=False), images)
-    ref, _ = ref_voc_map(images, 0.5, 'area', legacy=False)
+    out = run_metric(VOCMetric(eval_mode='area'), images)  # box_convention='xyxy'
+    ref, _ = ref_voc_map(_as_voc_pixels(images), 0.5, 'area', legacy=True)
     assert out['pascal_voc/AP50'] == pytest.approx(ref, abs=1e-10)
+    # ... which is continuous-coordinate IoU on the xyxy boxes
+    assert ref == pytest.approx(ref_voc_map(images, 0.5, 'area', legacy=False)[0], abs=1e-10)
 
 
 def _one_image(gt, preds, difficult=(), num_classes=1):
@@ -259,11 +274,14 @@ def test_voc_hand_cases(mode):
     assert out['pascal_voc/mAP'] == pytest.approx(1.0)
 
 
-def test_voc_legacy_coordinate_changes_matching():
-    # inclusive pixels: 10*5 / 100 = 0.5 -> TP; continuous: 9*4 / 81 = 0.44 -> FP
+def test_voc_box_convention_changes_matching():
+    # inclusive pixels: 10*5 / 100 = 0.5 -> TP; pixel edges (xyxy): 9*4 / 81 = 0.44 -> FP
     images = [_one_image([[0, 0, 9, 9]], [([0, 0, 9, 4], 0.9)])]
-    assert _voc(images, 'area')['pascal_voc/mAP'] == pytest.approx(1.0)
-    assert _voc(images, 'area', legacy_coordinate=False)['pascal_voc/mAP'] == 0.0
+    assert _voc(images, 'area', box_convention='voc_inclusive')['pascal_voc/mAP'] == \
+        pytest.approx(1.0)
+    assert _voc(images, 'area')['pascal_voc/mAP'] == 0.0
+    with pytest.raises(ValueError, match='box_convention'):
+        VOCMetric(box_convention='legacy')
 
 
 def test_voc_classes_without_gt_are_left_out_of_the_mean():
@@ -286,7 +304,8 @@ def test_voc_bad_input_raises():
 
 def test_voc_through_mmengine_evaluator_and_registry():
     images = make_dataset(2, num_images=4)
-    metric = METRICS.build(dict(type='VOCMetric', eval_mode='area'))
+    metric = METRICS.build(dict(type='VOCMetric', eval_mode='area',
+                                box_convention='voc_inclusive'))
     evaluator = Evaluator(metric)
     evaluator.dataset_meta = dict(classes=CLASSES)
     samples = []

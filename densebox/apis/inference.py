@@ -7,6 +7,7 @@ Only the first step differs: images are decoded (files) or taken as they are (ar
 PIL images) here, and handed to the rest of the pipeline in memory.
 """
 import os
+import threading
 from typing import Any, List, Optional, Sequence, Union
 
 import numpy as np
@@ -26,6 +27,7 @@ ImageLike = Union[str, os.PathLike, np.ndarray, Any]  # Any: PIL.Image.Image
 
 # ----------------------------------------------------------------------- default model
 _default = {'model': None, 'env_value': None}
+_default_lock = threading.Lock()
 
 
 def set_default_model(model_or_config: Union[nn.Module, str, os.PathLike, None],
@@ -66,13 +68,14 @@ def get_default_model() -> nn.Module:
         return _default['model']
     value = os.environ.get(DEFAULT_MODEL_ENV, '').strip()
     if value:
-        if _default['model'] is not None and _default['env_value'] == value:
-            return _default['model']
-        from .model import init_model
-        config, checkpoint = _parse_env_model(value)
-        model = init_model(config, checkpoint)
-        _default.update(model=model, env_value=value)
-        return model
+        with _default_lock:  # threads calling inference() at once build it once
+            if _default['model'] is not None and _default['env_value'] == value:
+                return _default['model']
+            from .model import init_model
+            config, checkpoint = _parse_env_model(value)
+            model = init_model(config, checkpoint)
+            _default.update(model=model, env_value=value)
+            return model
     raise RuntimeError(
         'densebox.inference() was called without a model and no default model is set. '
         'Pass one (model = densebox.init_model(CONFIG, CHECKPOINT); '
@@ -121,6 +124,8 @@ def build_test_pipeline(cfg) -> tuple:
 def _array_to_rgb(arr: np.ndarray, color_order: str, where: str) -> np.ndarray:
     if arr.dtype != np.uint8:
         raise TypeError(f'{where}: images must be uint8 arrays (0-255), got dtype {arr.dtype}')
+    if arr.ndim in (2, 3) and min(arr.shape[:2]) == 0:
+        raise ValueError(f'{where}: the image array is empty (shape {arr.shape})')
     if arr.ndim == 2:
         return np.repeat(arr[:, :, None], 3, axis=2)
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
@@ -147,7 +152,8 @@ def _load_input(item: ImageLike, color_order: str, where: str, backend_args) -> 
     except ImportError:  # pragma: no cover - pillow is a dependency
         Image = None
     if Image is not None and isinstance(item, Image.Image):
-        return np.asarray(item.convert('RGB')).copy(), getattr(item, 'filename', None) or None
+        return (_array_to_rgb(np.asarray(item.convert('RGB')), 'rgb', where),
+                getattr(item, 'filename', None) or None)
     raise TypeError(f'{where}: expected an image path, a uint8 numpy array or a PIL image, got '
                     f'{type(item).__name__}')
 

@@ -87,7 +87,15 @@ class BaseDetDataset(BaseDataset):
         return super()._serialize_data()
 
     def filter_data(self) -> List[dict]:
-        """Apply ``filter_cfg`` (see the class docstring); test mode keeps every image."""
+        """Apply ``filter_cfg`` (see the class docstring); test mode keeps every image.
+
+        An annotation file without images, and a training set that ``filter_cfg`` empties,
+        are errors that say why (mmengine's sampler would divide by zero later).
+        """
+        name = f'{type(self).__name__}({self.ann_file})'
+        if not self.data_list:
+            raise ValueError(f'{name}: the annotation file lists no images; check that it is '
+                             f'the right file (and ann_file / data_root). {README_HINT}')
         if self.test_mode or not self.filter_cfg:
             return self.data_list
         unknown = set(self.filter_cfg) - {'filter_empty_gt', 'min_size'}
@@ -96,11 +104,17 @@ class BaseDetDataset(BaseDataset):
                            "expected 'filter_empty_gt' and/or 'min_size'")
         filter_empty = bool(self.filter_cfg.get('filter_empty_gt', False))
         min_size = float(self.filter_cfg.get('min_size', 0))
-        return [
-            info for info in self.data_list
-            if (not filter_empty or len(info['instances']) > 0)
-            and min(info['width'], info['height']) >= min_size
-        ]
+        empty = [len(info['instances']) == 0 for info in self.data_list]
+        small = [min(info['width'], info['height']) < min_size for info in self.data_list]
+        kept = [info for info, e, s in zip(self.data_list, empty, small)
+                if not (filter_empty and e) and not s]
+        if not kept:
+            raise ValueError(
+                f'{name}: filter_cfg={dict(self.filter_cfg)} drops all {len(self.data_list)} '
+                f'images ({sum(empty)} have no box of metainfo["classes"], {sum(small)} have a '
+                f'side under min_size={min_size:g}); there is nothing to train on. Check the '
+                'classes and the annotation file, or relax filter_cfg.')
+        return kept
 
     def get_cat_ids(self, idx: int) -> List[int]:
         """Labels of the instances of image ``idx`` (used by class-aware samplers)."""

@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence
 from mmengine.dataset import BaseDataset
 
 from densebox.registry import DATASETS
+from .base_det import build_pipeline
 
 README_HINT = 'See data/README.md for how to download and lay out this data set.'
 
@@ -46,7 +47,10 @@ class BaseSegDataset(BaseDataset):
         Other arguments: as mmengine's ``BaseDataset``.
 
     Every ``data_list`` entry: ``{'img_path', 'img_id', 'seg_map_path', 'reduce_zero_label',
-    'label_map', 'seg_fields': []}``.
+    'label_map', 'num_classes', 'ignore_index', 'seg_fields': []}``; ``LoadAnnotations``
+    raises, naming the mask and the value, when a mask holds a value that is neither a class
+    index (below ``num_classes``, after ``reduce_zero_label`` and ``label_map``) nor
+    ``ignore_index``.
     """
 
     METAINFO: dict = dict(classes=(), palette=[])
@@ -77,7 +81,7 @@ class BaseSegDataset(BaseDataset):
         self.label_map = self.get_label_map(metainfo)
         super().__init__(ann_file=ann_file, metainfo=metainfo, data_root=data_root,
                          data_prefix=dict(data_prefix), filter_cfg=filter_cfg, indices=indices,
-                         serialize_data=serialize_data, pipeline=list(pipeline),
+                         serialize_data=serialize_data, pipeline=build_pipeline(pipeline),
                          test_mode=test_mode, lazy_init=lazy_init, max_refetch=max_refetch)
         self._metainfo.update(label_map=self.label_map, reduce_zero_label=reduce_zero_label,
                               palette=self._subset_palette(metainfo))
@@ -134,12 +138,15 @@ class BaseSegDataset(BaseDataset):
                                     f'exist. {README_HINT}')
         names = self._list_names(img_dir)
         self.check_seg_maps(names, img_dir, seg_dir)
+        # LoadAnnotations checks every loaded mask against these (values 0..C-1 or ignore).
+        num_classes = len(self._metainfo.get('classes') or ()) or None
         data_list = []
         for stem in names:
             info = dict(img_path=osp.join(img_dir, stem + self.img_suffix),
                         img_id=osp.basename(stem),
                         reduce_zero_label=self.reduce_zero_label,
                         label_map=copy.copy(self.label_map),
+                        num_classes=num_classes, ignore_index=self.ignore_index,
                         seg_fields=[])
             if seg_dir is not None:
                 info['seg_map_path'] = osp.join(seg_dir, stem + self.seg_map_suffix)

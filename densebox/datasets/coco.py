@@ -2,12 +2,14 @@
 import contextlib
 import io
 import json
+import math
 import os.path as osp
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from pycocotools.coco import COCO
 
 from ..registry import DATASETS
+from .annotation_report import AnnotationReport
 from .base_det import BaseDetDataset, require_path
 
 COCO_CLASSES = (
@@ -36,22 +38,33 @@ class CocoDetDataset(BaseDetDataset):
             COCO classes (which are the file's categories sorted by id for real COCO).
         filter_cfg: ``dict(filter_empty_gt=True, min_size=32)`` for training (see
             :class:`BaseDetDataset`).
+        skip_unknown_categories: when False (default) an annotation whose ``category_id`` is
+            not among the file's categories is an error naming the annotation and the image;
+            when True it is dropped (and counted).
         **kwargs: the rest of mmengine ``BaseDataset``'s arguments (pipeline, test_mode, ...).
 
-    Parsing rules (those of mmdet): ``iscrowd`` (or ``ignore``) boxes get ``ignore_flag=1``;
-    boxes with width or height below 1 px, non-positive area or no overlap with the image are
-    skipped; images without boxes stay in the list unless ``filter_cfg`` drops them.
-    ``img_id`` is the COCO image id.
+    Parsing rules: ``iscrowd`` (or ``ignore``) boxes get ``ignore_flag=1``; boxes with zero
+    or negative width or height, width or height below 1 px or an ``area`` <= 0 are dropped
+    (as mmdet drops them); boxes reaching outside the image are clipped to it, and dropped
+    when nothing (or under 1 px) is left inside; annotations of categories left out of
+    ``metainfo['classes']`` are dropped. Each of these is counted and logged once, with
+    examples (``annotation_report`` keeps the counts). Images without boxes stay in the list
+    unless ``filter_cfg`` drops them. ``img_id`` is the COCO image id. A box is in the pixels
+    of the image as the json's ``width`` / ``height`` describe it (see ``LoadImageFromFile``
+    for EXIF-rotated files).
 
     Attributes set by loading: ``coco`` (the pycocotools ``COCO`` object), ``cat_ids``
-    (list: label -> COCO category id), ``cat2label`` (dict: category id -> label). The
+    (list: label -> COCO category id), ``cat2label`` (dict: category id -> label),
+    ``annotation_report`` (:class:`~densebox.datasets.annotation_report.AnnotationReport`
+    of the clipped and dropped annotations). The
     metainfo also gets ``'cat_ids'`` so that a metric can write results in COCO ids.
     """
 
     METAINFO = dict(classes=COCO_CLASSES, palette=None)
 
     def __init__(self, ann_file: str, data_root: str = '', data_prefix: dict = dict(img=''),
-                 **kwargs):
+                 skip_unknown_categories: bool = False, **kwargs):
+        self.skip_unknown_categories = skip_unknown_categories
         super().__init__(ann_file=ann_file, data_root=data_root, data_prefix=data_prefix, **kwargs)
 
     def _img_prefix(self) -> str:
@@ -92,6 +105,7 @@ class CocoDetDataset(BaseDetDataset):
         cat2label = self._map_classes(coco)
         self._metainfo['cat_ids'] = list(self.cat_ids)
         prefix = self._img_prefix()
+        report = AnnotationReport(f'{type(self).__name__}({self.ann_file})')
         data_list = []
         for img_id, img_info in coco.imgs.items():
             try:
@@ -102,27 +116,80 @@ class CocoDetDataset(BaseDetDataset):
                     f'{self.ann_file}: image entry {img_id} lacks the field {err}') from err
             instances = []
             for ann in coco.imgToAnns.get(img_id, []):
-                label = cat2label.get(ann.get('category_id'))
+                label = self._label_of(ann, cat2label, coco, file_name, report)
                 if label is None:
                     continue
-                instance = self._parse_box(ann, width, height)
+                instance = self._parse_box(ann, width, height, file_name, report)
                 if instance is not None:
                     instance['bbox_label'] = label
                     instances.append(instance)
             data_list.append(dict(img_path=osp.join(prefix, file_name), img_id=img_id,
                                   height=height, width=width, instances=instances))
+        self.annotation_report = report
+        report.log()
         return data_list
 
-    def _parse_box(self, ann: dict, width: int, height: int):
-        """One annotation -> instance dict, or None when mmdet's rules skip the box."""
-        bbox = ann.get('bbox')
-        if bbox is None or len(bbox) != 4:
-            raise ValueError(f'{self.ann_file}: annotation id {ann.get("id")} has bbox {bbox!r}; '
-                             'expected [x, y, w, h]')
-        x, y, w, h = (float(v) for v in bbox)
-        overlap_w = max(0.0, min(x + w, width) - max(x, 0.0))
-        overlap_h = max(0.0, min(y + h, height) - max(y, 0.0))
-        if overlap_w * overlap_h <= 0 or w < 1 or h < 1 or ann.get('area', 1) <= 0:
+    def _label_of(self, ann: dict, cat2label: Dict[int, int], coco: COCO, file_name: str,
+                  report: AnnotationReport) -> Optional[int]:
+        """The 0-based label of an annotation, or None when it is dropped (and counted)."""
+        cat_id = ann.get('category_id')
+        if cat_id in cat2label:
+            return cat2label[cat_id]
+        if cat_id in coco.cats:
+            report.add('annotations of categories not in metainfo["classes"] dropped',
+                       file_name, ann.get('id'), f'category {coco.cats[cat_id].get("name")!r}')
             return None
+        if not self.skip_unknown_categories:
+            raise ValueError(
+                f'{self.ann_file}: annotation id {ann.get("id")} (image {file_name!r}) has '
+                f'category_id {cat_id!r}, which is not among the file\'s categories '
+                f'{sorted(coco.cats)}. Fix the file, or pass skip_unknown_categories=True to '
+                'drop such annotations (they are counted in the log).')
+        report.add('annotations with an unknown category_id dropped', file_name, ann.get('id'),
+                   f'category_id {cat_id!r}')
+        return None
+
+    def _parse_box(self, ann: dict, width: int, height: int, file_name: str,
+                   report: AnnotationReport) -> Optional[dict]:
+        """One annotation -> instance dict (box clipped to the image), or None when the box
+        is dropped; every clip and drop is counted in ``report``."""
+        bbox = ann.get('bbox')
+        ann_id = ann.get('id')
+        if bbox is None or len(bbox) != 4:
+            raise ValueError(f'{self.ann_file}: annotation id {ann_id} has bbox {bbox!r}; '
+                             'expected [x, y, w, h]')
+        try:
+            x, y, w, h = (float(v) for v in bbox)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f'{self.ann_file}: annotation id {ann_id} has a non-numeric bbox '
+                             f'{bbox!r}') from err
+        if not all(math.isfinite(v) for v in (x, y, w, h)):
+            raise ValueError(f'{self.ann_file}: annotation id {ann_id} has a non-finite bbox '
+                             f'{bbox!r}')
+        detail = f'bbox {bbox}'
+        if w <= 0 or h <= 0:
+            report.add('zero-area or negative boxes dropped', file_name, ann_id, detail)
+            return None
+        if w < 1 or h < 1:
+            report.add('boxes under 1 pixel wide or high dropped', file_name, ann_id, detail)
+            return None
+        if ann.get('area', 1) <= 0:
+            report.add('boxes whose "area" is <= 0 dropped', file_name, ann_id,
+                       f'area {ann.get("area")}')
+            return None
+        box = [x, y, x + w, y + h]
+        clipped = [min(max(box[0], 0.0), width), min(max(box[1], 0.0), height),
+                   min(max(box[2], 0.0), width), min(max(box[3], 0.0), height)]
+        if clipped[2] - clipped[0] <= 0 or clipped[3] - clipped[1] <= 0:
+            report.add('boxes outside the image dropped', file_name, ann_id,
+                       f'{detail}, image {width}x{height}')
+            return None
+        if clipped[2] - clipped[0] < 1 or clipped[3] - clipped[1] < 1:
+            report.add('boxes with under 1 pixel inside the image dropped', file_name, ann_id,
+                       f'{detail}, image {width}x{height}')
+            return None
+        if clipped != box:
+            report.add('boxes clipped to the image', file_name, ann_id,
+                       f'{detail}, image {width}x{height}')
         ignore = bool(ann.get('iscrowd', 0)) or bool(ann.get('ignore', 0))
-        return dict(bbox=[x, y, x + w, y + h], ignore_flag=int(ignore))
+        return dict(bbox=clipped, ignore_flag=int(ignore))

@@ -31,7 +31,8 @@ class DrawPredictionsHook(Hook):
         classes = meta.get('classes', ())
         palette = meta.get('palette')
         for sample in outputs:
-            img = decode_rgb(read_bytes(sample.img_path), sample.img_path)
+            img = decode_rgb(read_bytes(sample.img_path), sample.img_path,
+                             sample.metainfo.get('ori_shape'))
             if 'pred_instances' in sample:
                 pred = sample.pred_instances
                 drawn = draw_det(img, pred.bboxes.cpu().numpy(), pred.labels.cpu().numpy(),

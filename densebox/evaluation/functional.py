@@ -2,10 +2,14 @@
 
 PASCAL VOC average precision, following the VOC devkit (``VOCevaldet.m``):
 
-1. Detections of a class are ranked by score over the whole data set.
+1. Detections of a class are ranked by score over the whole data set; equal scores keep
+   the order of the results (image order, then order within the image), as the stable
+   sort of ``VOCevaldet.m`` keeps the results file's order.
 2. Each detection is compared with every ground-truth box of its class in its image and
    takes the one of highest IoU (the first on ties).
-3. If that IoU is below the threshold the detection is a false positive. Otherwise: if that
+3. If that IoU is below the threshold the detection is a false positive (a match needs
+   IoU >= threshold, as ``VOCevaldet.m``; py-faster-rcnn's ``voc_eval.py`` port uses ``>``,
+   which differs only for an IoU exactly at the threshold). Otherwise: if that
    ground truth is ``difficult`` the detection is ignored (neither TP nor FP); if it is the
    first detection (in rank order) to take that ground truth it is a true positive; a later
    one is a false positive (a duplicate).
@@ -16,8 +20,9 @@ duplicate is not re-routed to the next-best box), step 3 is "first occurrence of
 ground-truth index in rank order", which vectorises with ``np.unique``.
 
 ``legacy_coordinate=True`` treats boxes as inclusive pixel ranges as the VOC devkit does:
-width = x2 - x1 + 1 (the same as mmdet's ``use_legacy_coordinate``). Published VOC numbers
-use it; COCO-style continuous coordinates use ``False``.
+width = x2 - x1 + 1 (the same as mmdet's ``use_legacy_coordinate``); the boxes must then
+hold inclusive pixel indices, which ``VOCMetric`` makes from densebox's continuous boxes
+with :func:`densebox.datasets.voc.xyxy_to_voc_box`. ``False`` is continuous-coordinate IoU.
 """
 from typing import Any, Dict, Sequence, Tuple, Union
 

@@ -5,8 +5,11 @@ import numpy as np
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 
+from densebox.datasets.voc import xyxy_to_voc_box
 from densebox.registry import METRICS
 from .functional import eval_voc, format_table, read_instances, sample_to_dict
+
+BOX_CONVENTIONS = ('xyxy', 'voc_inclusive')
 
 
 @METRICS.register_module()
@@ -18,11 +21,19 @@ class VOCMetric(BaseMetric):
     of its class in its image; ``ignored_instances`` are the ``difficult`` boxes (a detection
     matching one is neither TP nor FP, and they are not counted as positives).
 
+    Boxes: ground truth and detections are turned into VOC's inclusive pixel boxes with
+    :func:`densebox.datasets.voc.xyxy_to_voc_box` (the box convention of ``VOCDataset``,
+    written there) and then measured as the devkit measures them, width
+    ``xmax - xmin + 1``; the APs are those the devkit computes on the xml's numbers and a
+    results file holding ``xyxy_to_voc_box`` of the detections.
+
     Args:
         iou_thr: IoU threshold, or a list of them (one AP per threshold).
         eval_mode: ``'11points'`` (VOC2007 test protocol) or ``'area'`` (VOC2010+).
-        legacy_coordinate: inclusive-pixel IoU (width = x2 - x1 + 1) as in the VOC devkit
-            and mmdet's VOC evaluation. Set False for continuous coordinates.
+        box_convention: ``'xyxy'`` (default): densebox's boxes (continuous pixel edges, what
+            ``VOCDataset`` and the models give); ``'voc_inclusive'``: the boxes already hold
+            inclusive pixel indices (e.g. ground truth and detections kept in mmdetection's
+            ``[xmin - 1, ..., xmax - 1]`` form) and get the devkit's arithmetic as they are.
         collect_device: ``'cpu'`` or ``'gpu'`` for gathering results across ranks.
         prefix: key prefix in the metric dict.
 
@@ -34,7 +45,7 @@ class VOCMetric(BaseMetric):
     default_prefix = 'pascal_voc'
 
     def __init__(self, iou_thr: Union[float, Sequence[float]] = 0.5,
-                 eval_mode: str = '11points', legacy_coordinate: bool = True,
+                 eval_mode: str = '11points', box_convention: str = 'xyxy',
                  collect_device: str = 'cpu', prefix: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
         self.iou_thrs = [float(t) for t in np.atleast_1d(np.asarray(iou_thr, dtype=float))]
@@ -43,8 +54,11 @@ class VOCMetric(BaseMetric):
         if eval_mode not in ('11points', 'area'):
             raise ValueError(f"VOCMetric: eval_mode must be '11points' or 'area', "
                              f'got {eval_mode!r}')
+        if box_convention not in BOX_CONVENTIONS:
+            raise ValueError(f'VOCMetric: box_convention must be one of {BOX_CONVENTIONS}, '
+                             f'got {box_convention!r}')
         self.eval_mode = eval_mode
-        self.legacy_coordinate = legacy_coordinate
+        self.box_convention = box_convention
 
     def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
         """Store numpy predictions and ground truth of each sample.
@@ -58,6 +72,9 @@ class VOCMetric(BaseMetric):
             pred = read_instances(sample, 'pred_instances', required=True, with_scores=True)
             gt = read_instances(sample, 'gt_instances', required=True)
             ignored = read_instances(sample, 'ignored_instances', required=False)
+            if self.box_convention == 'xyxy':
+                for entry in (pred, gt, ignored):
+                    entry['bboxes'] = xyxy_to_voc_box(entry['bboxes'])
             gt_entry = dict(
                 bboxes=np.concatenate([gt['bboxes'], ignored['bboxes']]),
                 labels=np.concatenate([gt['labels'], ignored['labels']]),
@@ -80,8 +97,9 @@ class VOCMetric(BaseMetric):
         if max_label >= len(class_names):
             raise ValueError(f'VOCMetric: label {max_label} but dataset_meta has only '
                              f'{len(class_names)} classes')
+        # the devkit's inclusive-pixel arithmetic on VOC pixel boxes (see process)
         out = eval_voc(dets, gts, len(class_names), self.iou_thrs, self.eval_mode,
-                       self.legacy_coordinate)
+                       legacy_coordinate=True)
 
         metrics = {}
         has_gt = out['num_gts'] > 0

@@ -148,6 +148,8 @@ class ChoiceFile:
 
 
 _choice_files: Dict[Path, ChoiceFile] = {}
+_choice_files_lock = threading.Lock()
+_TIMING_LOCK = threading.Lock()  # see AutotunedConv2d.forward
 
 
 def choice_file() -> Optional[ChoiceFile]:
@@ -156,9 +158,10 @@ def choice_file() -> Optional[ChoiceFile]:
     if value is not None and value.strip().lower() in ('', 'off', '0', 'none'):
         return None
     path = Path(value).expanduser() if value else densebox_cache_dir() / 'cpu_conv_choices.json'
-    if path not in _choice_files:
-        _choice_files[path] = ChoiceFile(path)
-    return _choice_files[path]
+    with _choice_files_lock:  # one ChoiceFile (and lock) per path, also across threads
+        if path not in _choice_files:
+            _choice_files[path] = ChoiceFile(path)
+        return _choice_files[path]
 
 
 def _nnpack_conv(x: Tensor, conv: nn.Conv2d) -> Tensor:
@@ -197,7 +200,13 @@ class AutotunedConv2d(nn.Conv2d):
         key = size_class(x)
         choice = self.kernel_choice.get(key)
         if choice is None:
-            choice = self.kernel_choice[key] = self._remembered_or_timed(x, key)
+            # One thread times, the others wait for its choice: threads sharing a model then
+            # all run the kernel that is kept (the same numbers as one thread would get), and
+            # the timing is not disturbed by other threads timing.
+            with _TIMING_LOCK:
+                choice = self.kernel_choice.get(key)
+                if choice is None:
+                    choice = self.kernel_choice[key] = self._remembered_or_timed(x, key)
         return _nnpack_conv(x, self) if choice == 'nnpack' else super().forward(x)
 
     def _remembered_or_timed(self, x: Tensor, key: Tuple[int, int, int]) -> str:

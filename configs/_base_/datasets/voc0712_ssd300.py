@@ -24,6 +24,10 @@ test_pipeline = [
     dict(type='PackDetInputs'),
 ]
 
+# Difficult objects: Caffe SSD trains on them as ordinary ground truth (ssd_pascal.py:
+# train_on_diff_gt = True), hence use_difficult=True below; mmdetection instead marks them
+# ignored, which SSD's assigner leaves out of training. The test set keeps them ignored (the
+# devkit neither rewards nor punishes detections on them).
 train_dataloader = dict(
     batch_size=32,
     num_workers=4,
@@ -38,12 +42,12 @@ train_dataloader = dict(
                 dict(type=dataset_type, data_root=data_root,
                      ann_file='VOC2007/ImageSets/Main/trainval.txt',
                      data_prefix=dict(sub_data_root='VOC2007/'),
-                     filter_cfg=dict(filter_empty_gt=True, min_size=0),
+                     filter_cfg=dict(filter_empty_gt=True, min_size=0), use_difficult=True,
                      pipeline=train_pipeline),
                 dict(type=dataset_type, data_root=data_root,
                      ann_file='VOC2012/ImageSets/Main/trainval.txt',
                      data_prefix=dict(sub_data_root='VOC2012/'),
-                     filter_cfg=dict(filter_empty_gt=True, min_size=0),
+                     filter_cfg=dict(filter_empty_gt=True, min_size=0), use_difficult=True,
                      pipeline=train_pipeline),
             ])))
 val_dataloader = dict(

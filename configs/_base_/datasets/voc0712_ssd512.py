@@ -22,10 +22,12 @@ test_pipeline = [
 train_dataloader = dict(dataset=dict(dataset=dict(datasets=[
     dict(type='VOCDataset', data_root='data/VOCdevkit/',
          ann_file='VOC2007/ImageSets/Main/trainval.txt', data_prefix=dict(sub_data_root='VOC2007/'),
-         filter_cfg=dict(filter_empty_gt=True, min_size=0), pipeline=train_pipeline),
+         filter_cfg=dict(filter_empty_gt=True, min_size=0), use_difficult=True,  # as SSD300
+         pipeline=train_pipeline),
     dict(type='VOCDataset', data_root='data/VOCdevkit/',
          ann_file='VOC2012/ImageSets/Main/trainval.txt', data_prefix=dict(sub_data_root='VOC2012/'),
-         filter_cfg=dict(filter_empty_gt=True, min_size=0), pipeline=train_pipeline),
+         filter_cfg=dict(filter_empty_gt=True, min_size=0), use_difficult=True,  # as SSD300
+         pipeline=train_pipeline),
 ])))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
