@@ -165,4 +165,4 @@ def test_missing_data_names_the_path_and_the_readme(tmp_path, config, expected):
     with pytest.raises(FileNotFoundError, match=f'(?s){expected}.*data/README.md'):
         run_train([osp.join(ROOT, 'configs', config), '--work-dir', str(tmp_path),
                     '--cfg-options', 'train_dataloader.num_workers=0',
-                    'train_dataloader.persistent_workers=False'])
+                    'train_dataloader.persistent_workers=False', 'model.backbone.init_cfg=None'])

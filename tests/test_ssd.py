@@ -113,6 +113,7 @@ def test_hard_negative_mining_keeps_exactly_top_3n():
 
 def _build(config_path, **head):
     cfg = Config.fromfile(config_path).model
+    cfg.backbone.init_cfg = None  # random weights: no ImageNet starting point needed here
     cfg.bbox_head.update(head)
     model = MODELS.build(cfg)
     model.init_weights()

@@ -70,6 +70,8 @@ def _densebox_key(key: str) -> Tuple[str, bool]:
         return '', True
     m = _CAFFE.fullmatch(key)
     if m:
+        if m.group(1) not in CAFFE_LAYER_INDEX:
+            return key, False
         return f'features.{CAFFE_LAYER_INDEX[m.group(1)]}.{m.group(2)}', True
     m = _INDEXED.fullmatch(key)
     if m:
