@@ -359,3 +359,32 @@ def test_unknown_zoo_name_and_a_wrong_file_name_the_key_and_the_flag(tmp_path):
                                            r'init_cfg=None'):
         check_starting_points(cfg, 'ffnet_78s_cityscapes.py')
     assert not osp.exists(osp.join(zoo.cache_dir(), 'ffnet78s_imagenet_qualcomm.pth'))
+
+
+def test_mobile_deeplabv3_starts_from_torchvision_mobilenet_v2(tmp_path):
+    """The Mobile DeepLabv3 recipe's starting point, made by the converter command from a
+    torchvision mobilenet_v2 state dict: the backbone (no 1280 conv) computes torchvision's
+    features; a file that lacks some of the backbone's keys is refused, not half loaded."""
+    from densebox.models.backbones import MobileNetV2
+    tv = _randomized(torchvision.models.mobilenet_v2(), seed=8)
+    src = str(tmp_path / 'mobilenet_v2-7ebf99e0.pth')
+    torch.save(tv.state_dict(), src)
+    name = 'mobilenet_v2_imagenet_torchvision'
+    command = shlex.split(converter_command(name, src))
+    runpy.run_path(osp.join(ROOT, command[1]))['main'](command[2:])
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'mobile_deeplabv3_voc.py'))
+    assert check_starting_points(cfg) == {'model.backbone.init_cfg':
+                                          osp.join(zoo.cache_dir(), f'{name}.pth')}
+    backbone = MobileNetV2(out_indices=(6,), init_cfg=cfg.model.backbone.init_cfg)
+    backbone.init_weights()
+    backbone.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(x)[0], tv.features[:18](x))
+
+    cached = osp.join(zoo.cache_dir(), f'{name}.pth')
+    ckpt = safe_torch_load(cached)
+    del ckpt['state_dict']['stages.3.0.expand.conv.weight']
+    torch.save(ckpt, cached)
+    with pytest.raises(RuntimeError, match=r'does not fit this backbone.*stages\.3\.0\.expand'):
+        MobileNetV2(out_indices=(6,), init_cfg=cfg.model.backbone.init_cfg).init_weights()

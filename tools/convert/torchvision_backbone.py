@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from densebox.converters.torchvision_seg import (  # noqa: E402
-    _BACKBONES, convert_torchvision_backbone_checkpoint)
+    BACKBONE_ARCHS, convert_torchvision_backbone_checkpoint)
 from densebox.engine import atomic_save_checkpoint, safe_torch_load  # noqa: E402
 
 
@@ -23,7 +23,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('src', help='torchvision state dict (.pth)')
     parser.add_argument('dst', help='densebox checkpoint to write')
-    parser.add_argument('--arch', required=True, choices=sorted(_BACKBONES))
+    parser.add_argument('--arch', required=True, choices=BACKBONE_ARCHS)
     return parser.parse_args(argv)
 
 
