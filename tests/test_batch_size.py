@@ -59,7 +59,8 @@ def test_eight_gpus_at_the_per_gpu_batch_warn(caplog):
         warning = report_total_batch(cfg, 8, False, _logger(), 'ssd300_voc.py')
     assert warning is not None
     for part in ('total batch is 256', '32 per process x 8 processes', 'designed for 32',
-                 'learning rate stays 0.001', '--auto-scale-lr', 'train_dataloader.batch_size=4'):
+                 'learning rate stays 0.001', 'an epoch has 0.125x the iterations',
+                 '--auto-scale-lr', 'train_dataloader.batch_size=4'):
         assert part in warning, part
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [warning]
     # --auto-scale-lr is the deliberate choice: no warning
@@ -75,6 +76,10 @@ def test_accumulation_counts_in_the_total_and_auto_scale_lr_is_warned_about_it()
     assert report_total_batch(cfg, 1, False, _logger()) is None  # 2 x 1 x 4 = 8: the recipe's
     warning = report_total_batch(cfg, 1, True, _logger())
     assert 'does not count the 4 gradient accumulation steps' in warning
+    cfg.optim_wrapper.accumulative_counts = 1  # one GPU, no accumulation: a quarter of the images
+    warning = report_total_batch(cfg, 1, False, _logger())
+    assert 'its 80000 iterations see 0.25x the images' in warning
+    assert 'train_dataloader.batch_size=8' in warning
 
 
 def test_train_logs_the_total_batch_of_the_runner(monkeypatch):

@@ -330,7 +330,8 @@ def test_the_converter_command_of_the_message_makes_the_starting_point(tmp_path,
     src = str(tmp_path / 'vgg16_caffe-292e1171.pth')
     torch.save(source, src)
     command = shlex.split(converter_command('vgg16_reducedfc_imagenet_openmmlab', src))
-    assert command[:2] == ['python', osp.relpath(osp.join(ROOT, CONVERTER_SCRIPTS['vgg16_reducedfc']))]
+    script = osp.relpath(osp.join(ROOT, CONVERTER_SCRIPTS['vgg16_reducedfc']))
+    assert command[:2] == ['python', script]
     runpy.run_path(osp.join(ROOT, command[1]))['main'](command[2:])
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'ssd300_voc.py'))
     resolved = check_starting_points(cfg, 'ssd300_voc.py')

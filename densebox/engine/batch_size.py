@@ -47,6 +47,14 @@ def _lr(cfg) -> str:
     return f'{optimizer["lr"]:g}' if isinstance(optimizer.get('lr'), (int, float)) else 'as set'
 
 
+def _schedule_effect(cfg, batch: TotalBatch) -> str:
+    ratio = batch.total / batch.base
+    loop = cfg.get('train_cfg') or {}
+    if 'max_iters' in loop:  # iteration-based: the same steps, each on more / fewer images
+        return f'its {loop["max_iters"]} iterations see {ratio:.3g}x the images it counts on'
+    return f'an epoch has {1 / ratio:.3g}x the iterations the recipe counts on'
+
+
 def report_total_batch(cfg, world_size: int, auto_scale_lr: bool,
                        logger: Optional[logging.Logger] = None,
                        config_name: str = 'the config') -> Optional[str]:
@@ -88,10 +96,9 @@ def report_total_batch(cfg, world_size: int, auto_scale_lr: bool,
                 if per_process * batch.processes * batch.accumulation == batch.base else '')
         warning = (f'the total batch is {batch.total} ({arithmetic}), but the schedule of '
                    f'{config_name} was designed for {batch.base} (auto_scale_lr.'
-                   f'base_batch_size): the learning rate stays {_lr(cfg)} and an epoch has '
-                   f'{batch.base / batch.total:.3g}x the iterations the recipe counts on. '
-                   f'Add --auto-scale-lr to scale the learning rate by {batch.total}/'
-                   f'{batch.base}{keep}.')
+                   f'base_batch_size): the learning rate stays {_lr(cfg)} and '
+                   f'{_schedule_effect(cfg, batch)}. Add --auto-scale-lr to scale the learning '
+                   f'rate by {batch.total}/{batch.base}{keep}.')
     if warning:
         logger.warning(warning)
     return warning
