@@ -89,7 +89,7 @@ def _script(converter: str) -> Optional[str]:
     if not osp.isfile(path):
         return script
     rel = osp.relpath(path)
-    return rel if not rel.startswith('..' + os.sep + '..') else path
+    return rel if not rel.startswith('..') else path  # relative inside the checkout only
 
 
 def converter_command(name: str, src: str) -> Optional[str]:
