@@ -389,3 +389,25 @@ def test_mobile_deeplabv3_starts_from_torchvision_mobilenet_v2(tmp_path):
     torch.save(ckpt, cached)
     with pytest.raises(RuntimeError, match=r'does not fit this backbone.*stages\.3\.0\.expand'):
         MobileNetV2(out_indices=(6,), init_cfg=cfg.model.backbone.init_cfg).init_weights()
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, 'w'))  # would create the marker file when unpickled
+
+
+def test_a_crafted_file_in_the_zoo_cache_never_runs(tmp_path):
+    """zoo:// loads with weights_only=True: a cached "checkpoint" whose pickle would run code
+    is refused and the code does not run."""
+    marker = str(tmp_path / 'ran')
+    os.makedirs(zoo.cache_dir())
+    torch.save({'state_dict': {'x': _RunsCode(marker)}},
+               osp.join(zoo.cache_dir(), 'ffnet78s_imagenet_qualcomm.pth'))
+    backbone = FFNetResNet(arch='d78S', init_cfg=dict(
+        type='Pretrained', checkpoint='zoo://ffnet78s_imagenet_qualcomm'))
+    with pytest.raises(RuntimeError, match='weights_only=True'):
+        backbone.init_weights()
+    assert not osp.exists(marker)
