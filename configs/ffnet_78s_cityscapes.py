@@ -1,5 +1,7 @@
 # FFNet 78S dBBB (mobile): slim BasicBlock ResNet-78 encoder, small up-head, no dilation.
-# Cityscapes 512x1024 crops, SGD + poly, 80k iterations, batch 8 (e.g. 4 GPUs x 2).
+# Cityscapes 512x1024 crops, SGD + poly, 80k iterations, total batch 8 (2 per GPU x 4 GPUs).
+# Starts from FFNet's ImageNet ResNet-78S (zoo://ffnet78s_imagenet_qualcomm). FFNet's own
+# Cityscapes schedule is in its paper only; this is mmsegmentation's.
 # Published (FFNet README, full-resolution input): 81.3 mIoU on Cityscapes val.
 _base_ = [
     './_base_/models/ffnet_78s_dbbb_mobile.py',

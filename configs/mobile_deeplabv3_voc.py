@@ -1,8 +1,8 @@
 # Mobile DeepLabv3: MobileNetV2 at output stride 16 with the 1x1 + image-pooling head.
 # PASCAL VOC 2012 + SBD augmented training set, 512x512 crops, SGD + poly, 20k iterations,
-# batch 16 (4 GPUs x 4). Published: 75.32 mIoU on VOC12 val (COCO-pretrained).
-# The backbone starts from torchvision's ImageNet MobileNetV2 ('torchvision://mobilenet_v2',
-# read from the torch hub cache, ~/.cache/torch/hub/checkpoints, when it is there).
+# total batch 16 (4 per GPU x 4 GPUs). Published: 75.32 mIoU on VOC12 val, from a model
+# pre-trained on COCO then VOC; this recipe starts from ImageNet MobileNetV2 only
+# ('zoo://mobilenet_v2_imagenet_torchvision', see the model config), so expect less.
 _base_ = [
     './_base_/models/mobile_deeplabv3.py',
     './_base_/datasets/voc12_seg.py',

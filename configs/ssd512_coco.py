@@ -1,4 +1,7 @@
 # SSD512 on COCO 2017 (paper: 26.8 AP test-dev; mmdet 29.4 on val).
+# Starts from Caffe SSD's reduced-fc ImageNet VGG16 (zoo://vgg16_reducedfc_imagenet_openmmlab,
+# see _base_/models/ssd300.py). Total batch 32 as in Caffe SSD (8 per GPU x 4 GPUs): 32 per
+# GPU on one GPU; on 8 GPUs add --cfg-options train_dataloader.batch_size=4.
 _base_ = [
     './_base_/models/ssd512.py',
     './_base_/datasets/coco_ssd512.py',

@@ -24,7 +24,8 @@ test_pipeline = [
     dict(type='LoadAnnotations'),
     dict(type='PackDetInputs'),
 ]
-# 24 images per GPU on 8 GPUs; the dataset is repeated 5x, so 120 "epochs" are 600 passes.
+# 24 images per GPU on 8 GPUs (total 192, auto_scale_lr below); on fewer GPUs use
+# --auto-scale-lr. The dataset is repeated 5x, so 120 "epochs" are 600 passes.
 train_dataloader = dict(batch_size=24, num_workers=4,
                         dataset=dict(dataset=dict(pipeline=train_pipeline)))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
@@ -41,4 +42,4 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', begin=0, end=max_epochs, T_max=max_epochs, eta_min=0,
          by_epoch=True),
 ]
-auto_scale_lr = dict(enable=False, base_batch_size=192)
+auto_scale_lr = dict(enable=False, base_batch_size=192)  # mmdetection: 24 per GPU x 8 GPUs

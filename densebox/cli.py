@@ -75,7 +75,12 @@ def train_main(argv: Optional[List[str]] = None):
             raise FileNotFoundError(f'--resume checkpoint {args.resume} does not exist')
         cfg.resume = True
         cfg.load_from = args.resume
+    from densebox.engine.batch_size import report_total_batch
+    from densebox.zoo import check_starting_points
+    check_starting_points(cfg, args.config)  # a missing starting point stops before any data
     runner = _build_runner(cfg)
+    report_total_batch(runner.cfg, runner.world_size, args.auto_scale_lr, runner.logger,
+                       args.config)
     runner.train()
     return runner
 

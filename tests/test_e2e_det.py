@@ -5,6 +5,8 @@ import json
 import os
 import os.path as osp
 import re
+import runpy
+import shlex
 import shutil
 
 import pytest
@@ -14,7 +16,9 @@ from densebox.cli import test_main as run_test, train_main as run_train
 from densebox.datasets.shapes import SHAPES_CLASSES, generate_shapes
 from densebox.engine import safe_torch_load
 from densebox.registry import HOOKS
+from densebox.zoo import StartingPointMissing
 from mmengine.hooks import Hook
+from test_starting_points import caffe_vgg16_state
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -140,7 +144,11 @@ def _voc_tree(shapes_root, dest):
             f.write('train_000000\ntrain_000001\n')
 
 
-def test_ssd300_voc_recipe_trains_and_tests_on_a_tiny_tree(tmp_path, shapes_root):
+def test_ssd300_voc_recipe_trains_and_tests_on_a_tiny_tree(tmp_path, shapes_root, monkeypatch):
+    """As a new user meets the recipe: without the ImageNet VGG16 in the cache it stops
+    before training; after the converter command it prints, it trains from those weights."""
+    monkeypatch.setenv('DENSEBOX_HOME', str(tmp_path / 'home'))
+    monkeypatch.delenv('DENSEBOX_ALLOW_DOWNLOAD', raising=False)
     data = str(tmp_path / 'VOCdevkit')
     _voc_tree(shapes_root, data)
     work = str(tmp_path / 'ssd300')
@@ -153,8 +161,23 @@ def test_ssd300_voc_recipe_trains_and_tests_on_a_tiny_tree(tmp_path, shapes_root
             'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False',
             'val_dataloader.batch_size=2', 'test_dataloader.batch_size=2',
             'train_cfg.max_epochs=1', 'default_hooks.logger.interval=1']
-    run_train([osp.join(ROOT, 'configs', 'ssd300_voc.py'), '--work-dir', work, '--cfg-options', *opts])
-    metrics = run_test([osp.join(ROOT, 'configs', 'ssd300_voc.py'), osp.join(work, 'epoch_1.pth'),
+    config = osp.join(ROOT, 'configs', 'ssd300_voc.py')
+    with pytest.raises(StartingPointMissing, match='vgg16_caffe-292e1171.pth') as err:
+        run_train([config, '--work-dir', work, '--cfg-options', *opts])
+    assert not osp.exists(work)  # stopped before the runner: no work dir, no log
+    # The published file (here a Caffe-keyed stand-in), converted by the printed command.
+    caffe = caffe_vgg16_state(seed=11, layout='features')
+    src = str(tmp_path / 'vgg16_caffe-292e1171.pth')
+    torch.save(caffe, src)
+    command = next(line for line in str(err.value).splitlines() if 'convert it yourself' in line)
+    argv = shlex.split(command.split(': ', 1)[1].replace('vgg16_caffe-292e1171.pth', src, 1))
+    runpy.run_path(osp.join(ROOT, argv[1]))['main'](argv[2:])
+    run_train([config, '--work-dir', work, '--cfg-options', *opts])
+    trained = safe_torch_load(osp.join(work, 'epoch_1.pth'))['state_dict']
+    # one step at the warm-up lr barely moves conv1_1: it started from the (reordered) file
+    torch.testing.assert_close(trained['backbone.features.0.weight'],
+                               caffe['features.0.weight'].flip(1), rtol=0, atol=1e-3)
+    metrics = run_test([config, osp.join(work, 'epoch_1.pth'),
                          '--work-dir', work, '--cfg-options', *opts])
     assert 0.0 <= metrics['pascal_voc/mAP'] <= 1.0
 
@@ -165,4 +188,4 @@ def test_missing_data_names_the_path_and_the_readme(tmp_path, config, expected):
     with pytest.raises(FileNotFoundError, match=f'(?s){expected}.*data/README.md'):
         run_train([osp.join(ROOT, 'configs', config), '--work-dir', str(tmp_path),
                     '--cfg-options', 'train_dataloader.num_workers=0',
-                    'train_dataloader.persistent_workers=False'])
+                    'train_dataloader.persistent_workers=False', 'model.backbone.init_cfg=None'])

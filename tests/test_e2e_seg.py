@@ -62,6 +62,7 @@ def test_ffnet_cityscapes_recipe(tmp_path):
     config = _derived(tmp_path, 'ffnet_78s_cityscapes.py', f'''
 data_root = {data + '/'!r}
 crop = (64, 128)
+model = dict(backbone=dict(init_cfg=None))  # from scratch: no ImageNet weights in a test
 {_SMALL_SEG_PIPELINES}train_dataloader = dict(batch_size=2, dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader

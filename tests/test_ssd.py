@@ -8,6 +8,7 @@ from mmengine.structures import InstanceData
 
 from densebox.models.det_heads import (DeltaXYWHBoxCoder, SSDAnchorGenerator, SSDMatcher,
                                        hard_negative_mask)
+from densebox.models.det_heads.bipartite import greedy_bipartite_match
 import densebox.models  # noqa: F401  (registers the model parts)
 from mmengine.registry import init_default_scope
 from densebox.registry import MODELS
@@ -96,6 +97,86 @@ def test_matcher_every_gt_gets_its_best_prior():
         assert ((matched[b] == -1) == (~pos)).all()
 
 
+def _caffe_match(iou, valid, thr=0.5):
+    """Caffe SSD's MatchBBox (PER_PREDICTION) for one image, as a plain loop: (G, A) IoU ->
+    (A,) ground-truth index per prior, -1 unmatched."""
+    num_gt, num_priors = iou.shape
+    match = [-1] * num_priors
+    pool = [g for g in range(num_gt) if valid[g]]
+    while pool:  # bipartite: the best remaining (prior, gt) pair, lowest indices on ties
+        best, best_p, best_g = -1.0, -1, -1
+        for p in range(num_priors):
+            if match[p] != -1:
+                continue
+            for g in pool:
+                if iou[g, p] > 1e-6 and iou[g, p] > best:
+                    best, best_p, best_g = float(iou[g, p]), p, g
+        if best_p == -1:
+            break
+        match[best_p] = best_g
+        pool.remove(best_g)
+    for p in range(num_priors):  # per prediction: the best ground truth at IoU >= thr
+        if match[p] != -1:
+            continue
+        best, best_g = -1.0, -1
+        for g in range(num_gt):
+            if valid[g] and iou[g, p] > 1e-6 and iou[g, p] >= thr and iou[g, p] > best:
+                best, best_g = float(iou[g, p]), g
+        match[p] = best_g
+    return torch.tensor(match)
+
+
+def test_matcher_gives_two_boxes_sharing_a_best_prior_one_prior_each():
+    """Both boxes' best prior is prior 0; box 0 overlaps it more (0.56 vs 0.39) and keeps
+    it, box 1 gets its best remaining prior (prior 2, IoU 0.1) although it is far below 0.5:
+    without the bipartite step box 1 would have no positive at all."""
+    anchors = torch.tensor([[0., 0, 8, 8], [20, 20, 28, 28], [0, 0, 16, 16], [40, 40, 48, 48]])
+    gt = torch.tensor([[[0., 0, 6, 6], [2, 2, 7, 7], [0, 0, 0, 0]]])
+    valid = torch.tensor([[True, True, False]])
+    iou = bbox_iou(gt, anchors[None])[0]
+    assert iou[:2].argmax(1).tolist() == [0, 0] and iou[1, 0] < 0.5 and iou[1, 2] < 0.5
+    matched, max_iou = SSDMatcher(0.5, 0.5)(anchors, gt, valid)
+    assert matched[0].tolist() == [0, -1, 1, -1]
+    assert max_iou[0, 0] == 2 and max_iou[0, 2] == 2
+    # the other way round (box 1 first in the list) gives the same pairs
+    matched, _ = SSDMatcher(0.5, 0.5)(anchors, gt[:, [1, 0, 2]], valid)
+    assert matched[0].tolist() == [1, -1, 0, -1]
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_matcher_equals_caffe_match_bbox_loop(seed):
+    """The batched rounds give exactly Caffe's sequential greedy matching, on crowded
+    images where many boxes share best priors, with exact IoU ties (coordinates on a 4 px
+    grid), padding, and a zero-area box that overlaps nothing."""
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.randint(0, 12, (40, 2), generator=g) * 4.0
+    wh = torch.randint(1, 5, (40, 2), generator=g) * 4.0
+    anchors = torch.cat([xy, xy + wh], 1)
+    batch, num_gt = 3, 16
+    gxy = torch.randint(0, 12, (batch, num_gt, 2), generator=g) * 4.0
+    gwh = torch.randint(1, 4, (batch, num_gt, 2), generator=g) * 4.0
+    gt = torch.cat([gxy, gxy + gwh], 2)
+    gt[0, 3] = torch.tensor([100., 100, 100, 100])  # zero area: no prior for it
+    valid = torch.ones(batch, num_gt, dtype=torch.bool)
+    valid[1, 12:] = False
+    valid[2, 8:] = False
+    matched, _ = SSDMatcher(0.5, 0.5)(anchors, gt, valid)
+    iou = bbox_iou(gt, anchors[None].expand(batch, -1, -1))
+    shared = 0
+    for b in range(batch):
+        n = int(valid[b].sum())
+        shared += n - len(set(iou[b, :n].argmax(1).tolist()))
+        torch.testing.assert_close(matched[b], _caffe_match(iou[b], valid[b]), rtol=0, atol=0)
+        # one prior per box, never shared; a box without one overlaps only taken priors
+        own = greedy_bipartite_match(iou, valid)[b, :n]
+        taken = own[own >= 0].tolist()
+        assert len(taken) == len(set(taken)) and (own[n:] == -1).all()
+        for i in torch.nonzero(own < 0).flatten().tolist():
+            assert set(torch.nonzero(iou[b, i] > 1e-6).flatten().tolist()) <= set(taken)
+    assert shared >= 3  # the case the bipartite step exists for really occurs here
+    assert not (matched[0] == 3).any()
+
+
 def test_hard_negative_mining_keeps_exactly_top_3n():
     torch.manual_seed(2)
     loss = torch.rand(3, 1000)
@@ -113,6 +194,7 @@ def test_hard_negative_mining_keeps_exactly_top_3n():
 
 def _build(config_path, **head):
     cfg = Config.fromfile(config_path).model
+    cfg.backbone.init_cfg = None  # random weights: no ImageNet starting point needed here
     cfg.bbox_head.update(head)
     model = MODELS.build(cfg)
     model.init_weights()

@@ -12,6 +12,7 @@ from torchvision.ops import box_iou
 from densebox.datasets.transforms import (Albu, Expand, LoadAnnotations, LoadImageFromFile,
                                           MinIoURandomCrop, PackDetInputs, PackSegInputs,
                                           PhotoMetricDistortion, RandomFlip, Resize)
+from densebox.datasets.transforms.photometric import scale_saturation
 from densebox.structures import DetDataSample, SegDataSample
 
 COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255],
@@ -299,6 +300,51 @@ def test_photometric_hue_and_saturation():
         out = sat_t(dict(base, img=base['img'].copy()))['img'][0, 0].astype(int)
         spread.append(out.max() - out.min())
     assert min(spread) < 140 < max(spread)
+
+
+def _hsv_saturation_reference(img, factor):
+    """The plain way: OpenCV RGB -> HSV (float), S times ``factor`` clipped to 1, back."""
+    hsv = cv2.cvtColor(img.astype(np.float32) / 255, cv2.COLOR_RGB2HSV)
+    hsv[..., 1] = np.clip(hsv[..., 1] * factor, 0, 1)
+    rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB) * 255
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize('factor', [0.0, 0.5, 0.8, 1.0, 1.25, 1.5, 4.0])
+def test_hsv_saturation_matches_an_opencv_hsv_round_trip(factor):
+    rng = np.random.default_rng(int(factor * 100))
+    img = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    img[:6] = img[:6, :, :1]          # grey rows: no saturation to scale
+    img[6:12, :, 2] = 0               # fully saturated rows: S = 1 already
+    out = scale_saturation(img, factor)
+    ref = _hsv_saturation_reference(img, factor)
+    diff = np.abs(out.astype(int) - ref.astype(int))
+    assert diff.max() <= 1 and diff.mean() < 0.4  # float error of the round trip at .5 ties
+    np.testing.assert_array_equal(out[:6], img[:6])
+    if factor >= 1:
+        np.testing.assert_array_equal(out[6:12], img[6:12])  # S stays clipped at 1
+
+
+def test_photometric_saturation_is_hsv_not_a_grey_blend():
+    """SSD's saturation step (Caffe, mmdetection) scales S in HSV at fixed hue and value:
+    pure red at half saturation is (255, 128, 128). A blend with the grey (luma) image, as
+    ColorJitter does, would give about (166, 38, 38)."""
+    img = np.zeros((4, 6, 3), np.uint8)
+    img[..., 0] = 255
+    half = PhotoMetricDistortion(brightness_delta=0, contrast_range=(1, 1),
+                                 saturation_range=(0.5, 0.5), hue_delta=0, prob=1.0)
+    np.random.seed(0)
+    out = half(dict(img=img.copy(), img_shape=(4, 6)))['img']
+    assert (out == np.array([255, 128, 128], np.uint8)).all()
+    rng = np.random.default_rng(1)
+    scene = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    for factor in (0.7, 1.4):
+        t = PhotoMetricDistortion(brightness_delta=0, contrast_range=(1, 1),
+                                  saturation_range=(factor, factor), hue_delta=0, prob=1.0)
+        for seed in range(3):  # either of the two step orders
+            np.random.seed(seed)
+            got = t(dict(img=scene.copy(), img_shape=(20, 30)))['img']
+            np.testing.assert_array_equal(got, scale_saturation(scene, factor))
 
 
 def test_photometric_follows_numpy_seed_and_leaves_boxes():

@@ -20,7 +20,7 @@ from typing import Dict
 from torch import Tensor
 
 __all__ = ['convert_torchvision_mobilenet_v2', 'convert_torchvision_resnet',
-           'convert_torchvision_backbone_checkpoint', 'RESNET_BLOCKS']
+           'convert_torchvision_backbone_checkpoint', 'RESNET_BLOCKS', 'BACKBONE_ARCHS']
 
 # torchvision ResNets built from BasicBlocks: blocks per stage.
 RESNET_BLOCKS = {'resnet18': (2, 2, 2, 2), 'resnet34': (3, 4, 6, 3)}
@@ -74,6 +74,7 @@ _BACKBONES = {
     'resnet18': lambda state, prefix: convert_torchvision_resnet(state, 'resnet18', prefix),
     'resnet34': lambda state, prefix: convert_torchvision_resnet(state, 'resnet34', prefix),
 }
+BACKBONE_ARCHS = tuple(sorted(_BACKBONES))  # the ``arch`` values the zoo entry point takes
 
 
 def convert_torchvision_backbone_checkpoint(checkpoint: dict, cfg=None, arch: str = 'resnet18',

@@ -34,6 +34,8 @@ CONVERTERS: Dict[str, object] = {
     'clip_state_dict': _clip_state_dict,
     'torchvision_backbone':
         'densebox.converters.torchvision_seg:convert_torchvision_backbone_checkpoint',
+    'vgg16_reducedfc': 'densebox.converters.vgg16_reducedfc:convert_vgg16_reducedfc_checkpoint',
+    'ffnet_imagenet': 'densebox.converters.ffnet:convert_ffnet_imagenet_checkpoint',
 }
 
 

@@ -199,7 +199,11 @@ def get_checkpoint(name: str, download: Optional[bool] = None, allow_unverified:
     out_path = osp.join(cache_dir(), f'{name}.pth')
     if osp.isfile(out_path) and not force:
         return out_path
-    src = source_path(name, download=download, allow_unverified=allow_unverified)
+    if entry.get('archive_member'):  # weights inside a published zip
+        from .archives import member_path
+        src = member_path(name, entry, download=download, allow_unverified=allow_unverified)
+    else:
+        src = source_path(name, download=download, allow_unverified=allow_unverified)
     checkpoint = safe_torch_load(src, map_location='cpu')
     if not isinstance(checkpoint, dict):
         raise RuntimeError(f'{src} holds a {type(checkpoint).__name__}, not a checkpoint dict')

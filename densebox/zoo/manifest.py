@@ -11,9 +11,14 @@ Each entry:
   anchor sizes).
 - ``url``: the published file. ``sha256``: its full SHA-256 when known, else None;
   ``sha256_prefix``: the hash prefix the publisher put in the file name (torchvision's and
-  OpenMMLab's names end in the first 8 hex digits of the file's SHA-256), always checked.
+  OpenMMLab's names end in the first 8 hex digits of the file's SHA-256), always checked
+  (None where the name carries none).
   A file whose full SHA-256 is not recorded is only used with ``allow_unverified=True``
   (the prefix is still checked); the hash densebox computed is printed so it can be added.
+  Backbone starting points named by a recipe (``zoo://NAME``, see
+  :mod:`densebox.zoo.starting_points`) are used that way.
+- ``archive_member``: for a published zip, the file inside it that holds the weights (it
+  is extracted next to the zip in the cache; putting the extracted file there works too).
 - ``converter`` (a name in :data:`densebox.zoo.converters.CONVERTERS`) and
   ``converter_args``.
 - ``source``, ``metric`` (as published), ``license``: for people.
@@ -24,6 +29,7 @@ mmdetection's anchor sizes: see :func:`densebox.converters.mmdet_ssd.mmdet_ssd_a
 
 _MMDET = 'https://download.openmmlab.com/mmdetection/v2.0'
 _OPENAI_CLIP = 'https://openaipublic.azureedge.net/clip/models'
+_FFNET = 'https://github.com/Qualcomm-AI-research/FFNet/releases/download/models'
 
 MANIFEST = {
     # ------------------------------------------------------------------- detection
@@ -105,6 +111,49 @@ MANIFEST = {
         converter='torchvision_backbone', converter_args={'arch': 'resnet18'},
         source="torchvision resnet18 IMAGENET1K_V1 (for FFNetResNet arch='18')",
         metric={'imagenet/top1': 69.758}, license='BSD-3-Clause'),
+    # The reduced-fc VGG16 of Caffe SSD (VGG_ILSVRC_16_layers_fc_reduced), as OpenMMLab
+    # converted it (mmdetection's open-mmlab://vgg16_caffe): Caffe weights, trained on BGR
+    # 0-255 minus the mean; the converter reorders conv1_1 for densebox's RGB input.
+    'vgg16_reducedfc_imagenet_openmmlab': dict(
+        kind='backbone', task='cls', config=None,
+        url='https://download.openmmlab.com/pretrain/third_party/vgg16_caffe-292e1171.pth',
+        sha256=None, sha256_prefix='292e1171',
+        converter='vgg16_reducedfc', converter_args={'channel_order': 'bgr'},
+        source="Caffe SSD's VGG_ILSVRC_16_layers_fc_reduced (ImageNet VGG16, fc6 / fc7 as "
+               "1024-channel convs), OpenMMLab's vgg16_caffe; for SSDVGG",
+        metric={}, license='CC-BY-4.0 (VGG16 ImageNet models, Simonyan & Zisserman)'),
+    # torchvision's IMAGENET1K_FEATURES (ported from ssd.pytorch): conv1_1 ... conv5_3 only,
+    # documented input RGB 0-255 minus (123, 117, 104); fc6 / fc7 start from Xavier, as in
+    # torchvision's ssd300_vgg16.
+    'vgg16_features_imagenet_torchvision': dict(
+        kind='backbone', task='cls', config=None,
+        url='https://download.pytorch.org/models/vgg16_features-amdegroot-88682ab5.pth',
+        sha256=None, sha256_prefix='88682ab5',
+        converter='vgg16_reducedfc', converter_args={'channel_order': 'rgb'},
+        source='torchvision VGG16_Weights.IMAGENET1K_FEATURES (features only), the start of '
+               'torchvision ssd300_vgg16; for SSDVGG',
+        metric={}, license='BSD-3-Clause (torchvision); VGG16 weights CC-BY-4.0'),
+    # FFNet's own ImageNet classifiers; the backbone part of the state dict inside the zip.
+    # No hash is published: the zip's CRC and the converter's key / shape check are what
+    # verifies them.
+    'ffnet78s_imagenet_qualcomm': dict(
+        kind='backbone', task='cls', config=None,
+        url=f'{_FFNET}/ffnet78S.zip',
+        archive_member='ffnet78S/ffnet78S_BBX_imagenet_state_dict_quarts.pth',
+        sha256=None, sha256_prefix=None,
+        converter='ffnet_imagenet', converter_args={'arch': '78S'},
+        source="FFNet classification_ffnet78S_BBX_mobile (ImageNet), the start of "
+               "segmentation_ffnet78S_dBBB_mobile; for FFNetResNet arch='78S' / 'd78S'",
+        metric={}, license='BSD-3-Clause-Clear (Qualcomm)'),
+    'ffnet150_imagenet_qualcomm': dict(
+        kind='backbone', task='cls', config=None,
+        url=f'{_FFNET}/ffnet150.zip',
+        archive_member='ffnet150/ffnet150_AAX_imagenet_state_dict_quarts.pth',
+        sha256=None, sha256_prefix=None,
+        converter='ffnet_imagenet', converter_args={'arch': '150'},
+        source="FFNet classification_ffnet150_AAX (ImageNet), the start of "
+               "segmentation_ffnet150_AAA; for FFNetResNet arch='150'",
+        metric={}, license='BSD-3-Clause-Clear (Qualcomm)'),
     'resnet34_imagenet_torchvision': dict(
         kind='backbone', task='cls', config=None,
         url='https://download.pytorch.org/models/resnet34-b627a593.pth',

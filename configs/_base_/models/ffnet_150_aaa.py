@@ -2,6 +2,8 @@
 # `segmentation_ffnet150_AAA`): ResNet-150 of BasicBlocks, 7x7 stem, stages [16, 18, 28, 12],
 # widths 64/128/256/512; up-head A, seg-head A, bilinear upsampling.
 # Input 1024x2048, logits at 1/4 (256x512); Cityscapes val 84.4 mIoU (repo README).
+# The backbone starts from FFNet's ImageNet classifier classification_ffnet150_AAX; the
+# up-head from scratch (FFNet's pretrained_backbone_only).
 # norm: plain BN; multi-GPU users switch norm_cfg to dict(type='SyncBN').
 norm_cfg = dict(type='BN', requires_grad=True)
 data_preprocessor = dict(
@@ -18,7 +20,7 @@ model = dict(
         arch='150',
         out_indices=(0, 1, 2, 3),
         norm_cfg=norm_cfg,
-        init_cfg=None),
+        init_cfg=dict(type='Pretrained', checkpoint='zoo://ffnet150_imagenet_qualcomm')),
     decode_head=dict(
         type='FFNetUpHead',
         in_channels=(64, 128, 256, 512),

@@ -2,8 +2,9 @@
 # `segmentation_ffnet78S_dBBB_mobile`): slim ResNet-78 backbone with stride 2 in stage 1
 # (features at 1/8 ... 1/64), up-head B, seg-head B, nearest-neighbour upsampling.
 # Input 1024x2048, logits at 1/8 (128x256); Cityscapes val 81.3 mIoU (repo README).
-# The repo initialises the backbone from its own ImageNet run (classification_ffnet78S_BBX_mobile)
-# and trains the up-head from scratch.
+# The repo initialises the backbone from its own ImageNet run (classification_ffnet78S_BBX_mobile,
+# a ResNet-78S without the 'd': layer1.0.downsample, which only the 'd' variant has, keeps its
+# init, as in FFNet) and trains the up-head from scratch.
 # norm: plain BN so that the recipe runs on one GPU / CPU; multi-GPU users switch
 # norm_cfg to dict(type='SyncBN').
 norm_cfg = dict(type='BN', requires_grad=True)
@@ -21,7 +22,7 @@ model = dict(
         arch='d78S',                  # stages [6, 12, 12, 8], widths 64/128/192/320
         out_indices=(0, 1, 2, 3),
         norm_cfg=norm_cfg,
-        init_cfg=None),               # set dict(type='Pretrained', checkpoint=...) for ImageNet weights
+        init_cfg=dict(type='Pretrained', checkpoint='zoo://ffnet78s_imagenet_qualcomm')),
     decode_head=dict(
         type='FFNetUpHead',
         in_channels=(64, 128, 192, 320),

@@ -1,5 +1,16 @@
 # SSD300 with the VGG16 trunk (Liu et al., 2016). Default boxes are those of the VOC
 # recipe; the COCO recipe overrides their sizes.
+#
+# Starting point, as in Caffe SSD and mmdetection: the reduced-fc ImageNet VGG16
+# (VGG_ILSVRC_16_layers_fc_reduced: conv1_1 ... conv5_3, fc6 / fc7 as 1024-channel convs),
+# in the form OpenMMLab converted it (mmdetection's open-mmlab://vgg16_caffe). Missing from
+# $DENSEBOX_HOME/checkpoints, tools/train.py stops and says where to get it; train from
+# scratch on purpose with --cfg-options model.backbone.init_cfg=None.
+# What the first conv sees: RGB in 0-255 minus the mean, std 1. Caffe trained these weights
+# on BGR minus (B, G, R) = (104, 117, 123); the zoo's converter reverses conv1_1's input
+# channels so that this RGB input meets them as trained (mmdetection feeds the file RGB
+# as it is; whether OpenMMLab's conversion had already reordered conv1_1 is not
+# documented). The mean below is mmdetection's, within one grey level of Caffe SSD's.
 model = dict(
     type='SingleStageDetector',
     data_preprocessor=dict(
@@ -10,7 +21,7 @@ model = dict(
     backbone=dict(
         type='SSDVGG',
         out_feature_indices=(22, 34),  # conv4_3 (38x38) and fc7 (19x19)
-        init_cfg=None),  # set dict(type='Pretrained', checkpoint=...) for ImageNet VGG16
+        init_cfg=dict(type='Pretrained', checkpoint='zoo://vgg16_reducedfc_imagenet_openmmlab')),
     neck=dict(
         type='SSDNeck',
         in_channels=(512, 1024),

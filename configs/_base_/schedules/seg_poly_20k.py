@@ -11,5 +11,7 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=20000, by_epoch=False),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=20000, val_interval=2000)
+# Total batch 16 = 4 per GPU x 4 GPUs (mmsegmentation's VOC12-aug recipes).
+auto_scale_lr = dict(enable=False, base_batch_size=16)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')

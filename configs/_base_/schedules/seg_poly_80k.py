@@ -13,5 +13,7 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=80000, by_epoch=False),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=80000, val_interval=8000)
+# Total batch 8 = 2 per GPU x 4 GPUs (mmsegmentation's Cityscapes recipes).
+auto_scale_lr = dict(enable=False, base_batch_size=8)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')

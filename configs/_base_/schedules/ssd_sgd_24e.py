@@ -15,5 +15,8 @@ param_scheduler = [
     dict(type='MultiStepLR', by_epoch=True, milestones=[16, 20], gamma=0.1),
 ]
 
-# The learning rate above is for a total batch of 32; `--auto-scale-lr` rescales it.
+# Total batch 32, as Caffe SSD (32 = 8 per GPU x 4 GPUs): the datasets' batch_size=32 is
+# per GPU, so this is 32 x 1 GPU; on 8 GPUs set train_dataloader.batch_size=4 (4 x 8 = 32),
+# or keep 32 per GPU with --auto-scale-lr (total 256, lr x 8). mmdetection's port trains
+# 8 x 8 = 64 at the same lr 1e-3 (half the iterations). tools/train.py logs the total.
 auto_scale_lr = dict(enable=False, base_batch_size=32)

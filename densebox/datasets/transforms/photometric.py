@@ -1,8 +1,55 @@
 """Photometric augmentation (pixel values only; boxes and seg maps are untouched)."""
-from typing import Tuple
+from typing import Any, Dict, Tuple
+
+import albumentations as A
+import numpy as np
 
 from ...registry import TRANSFORMS
 from .albu import Albu
+
+
+def scale_saturation(img: np.ndarray, factor: float) -> np.ndarray:
+    """Multiply the HSV saturation of an RGB uint8 image by ``factor`` (clipped to 1).
+
+    In HSV, V is the largest channel and S = (V - min) / V; hue is fixed by where each
+    channel lies between min and V. Scaling S by f at fixed H and V therefore moves every
+    channel towards V: ``x' = V - f (V - x)``, with f lowered per pixel to ``V / (V - min)``
+    where S would pass 1 (the darkest channel reaches 0). This is the same arithmetic as
+    converting to HSV, scaling S, clipping and converting back (Caffe SSD's
+    ``AdjustSaturation``, on 8-bit HSV; mmdetection's ``PhotoMetricDistortion``, on float
+    HSV), computed in float without the round trip and rounded once.
+
+    Args:
+        img: (H, W, 3) uint8 RGB (any channel order works: only max and min matter).
+        factor: >= 0; 0 gives the grey image of the V channel, 1 the input.
+    Returns:
+        (H, W, 3) uint8.
+    """
+    x = img.astype(np.float32)
+    v = x.max(axis=2, keepdims=True)
+    spread = v - x.min(axis=2, keepdims=True)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        limit = np.where(spread > 0, v / spread, np.inf)   # S reaches 1 at this factor
+    f = np.minimum(np.float32(factor), limit)
+    out = v - f * (v - x)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+class HSVSaturation(A.ImageOnlyTransform):
+    """albumentations transform: :func:`scale_saturation` by a factor ~ U(saturation_range)."""
+
+    def __init__(self, saturation_range: Tuple[float, float] = (0.5, 1.5), p: float = 0.5):
+        super().__init__(p=p)
+        self.saturation_range = (float(saturation_range[0]), float(saturation_range[1]))
+
+    def get_params(self) -> Dict[str, Any]:
+        return {'factor': self.py_random.uniform(*self.saturation_range)}
+
+    def apply(self, img: np.ndarray, factor: float = 1.0, **params) -> np.ndarray:
+        return scale_saturation(img, factor)
+
+    def get_transform_init_args_names(self) -> Tuple[str, ...]:
+        return ('saturation_range',)
 
 
 def _ssd_distortion_cfgs(brightness_delta: float, contrast_range: Tuple[float, float],
@@ -18,9 +65,8 @@ def _ssd_distortion_cfgs(brightness_delta: float, contrast_range: Tuple[float, f
         return dict(type='RandomBrightnessContrast', p=prob, brightness_limit=(0.0, 0.0),
                     contrast_limit=(contrast_range[0] - 1.0, contrast_range[1] - 1.0))
 
-    def saturation():
-        return dict(type='ColorJitter', p=prob, brightness=(1.0, 1.0), contrast=(1.0, 1.0),
-                    saturation=tuple(saturation_range), hue=(0.0, 0.0))
+    def saturation():  # in HSV, as Caffe SSD and mmdetection (not ColorJitter's grey blend)
+        return HSVSaturation(tuple(saturation_range), p=prob)
 
     def hue():
         return dict(type='ColorJitter', p=prob, brightness=(1.0, 1.0), contrast=(1.0, 1.0),
@@ -42,8 +88,11 @@ class PhotoMetricDistortion(Albu):
     - brightness: ``img + delta``, delta ~ U(-brightness_delta, brightness_delta) grey levels
       (``RandomBrightnessContrast`` with ``brightness_by_max``);
     - contrast: ``img * alpha``, alpha ~ U(contrast_range) (``RandomBrightnessContrast``);
-    - saturation: blend with the grey image by a factor ~ U(saturation_range) (``ColorJitter``);
-    - hue: rotate hue by ~ U(-hue_delta, hue_delta) degrees (``ColorJitter``).
+    - saturation: HSV saturation times a factor ~ U(saturation_range), clipped to 1
+      (:func:`scale_saturation`; Caffe SSD and mmdetection scale S in HSV, where
+      torchvision's and albumentations' ``ColorJitter`` blend with the grey image);
+    - hue: rotate hue by ~ U(-hue_delta, hue_delta) degrees (``ColorJitter``; degrees as in
+      mmdetection).
 
     Values are clipped to 0..255 after every step. A step whose range is the identity
     (delta 0 or range (1, 1)) changes nothing.

@@ -241,10 +241,21 @@ class MobileNetV2(BaseModule):
             if any(k.startswith('features.') for k in state):
                 self.load_torchvision_state_dict(state)
             else:
-                self.load_state_dict(state, strict=False)
+                self._load_own_state_dict(state, cfg['checkpoint'])
             self._is_init = True
             return
         super().init_weights()
+
+    def _load_own_state_dict(self, state: Dict[str, torch.Tensor], source: str) -> None:
+        """Load densebox-keyed weights (e.g. the zoo's converted ImageNet checkpoint): every
+        key of this backbone must be there; only the 1280 conv may be extra."""
+        if self.conv_last is None:
+            state = {k: v for k, v in state.items() if not k.startswith('conv_last.')}
+        result = self.load_state_dict(state, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise RuntimeError(f'MobileNetV2: {source} does not fit this backbone (missing '
+                               f'{result.missing_keys[:4]}, unexpected '
+                               f'{result.unexpected_keys[:4]})')
 
 
 def convert_torchvision_state_dict(state_dict: Dict[str, torch.Tensor]

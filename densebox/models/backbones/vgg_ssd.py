@@ -85,8 +85,8 @@ class SSDVGG(BaseModule):
                              f'{len(self.features)} VGG layers')
 
     def init_weights(self):
-        if self.init_cfg is not None:  # e.g. a pretrained ImageNet checkpoint
-            return super().init_weights()
+        """Xavier for every conv, then ``init_cfg`` (e.g. ImageNet weights) on top: layers
+        a starting point lacks (torchvision's has no fc6 / fc7) keep the Xavier init."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_uniform_(m.weight)
@@ -94,6 +94,8 @@ class SSDVGG(BaseModule):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if self.init_cfg is not None:
+            super().init_weights()
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         outs = []

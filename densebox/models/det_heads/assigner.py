@@ -7,11 +7,16 @@ from torch import Tensor
 from densebox.registry import TASK_UTILS
 from densebox.structures import bbox_iou
 
+from .bipartite import greedy_bipartite_match
+
 
 @TASK_UTILS.register_module()
 class SSDMatcher:
-    """Each ground-truth box takes its best-IoU prior; then every other prior whose best IoU
-    with any ground truth is >= ``pos_iou_thr`` is matched to that ground truth.
+    """Caffe SSD's matching: first every ground-truth box gets a prior of its own by greedy
+    bipartite matching on IoU (:func:`~densebox.models.det_heads.bipartite.greedy_bipartite_match`:
+    the best-IoU pair first; a box whose best prior went to a better-overlapping box takes
+    its best remaining prior); then every other prior whose best IoU with any ground truth is
+    >= ``pos_iou_thr`` is matched to that ground truth (the first one on ties).
 
     Priors whose best IoU is below ``neg_iou_thr`` are negatives; priors in between (when
     ``neg_iou_thr < pos_iou_thr``) are ignored. SSD uses 0.5 for both.
@@ -31,7 +36,8 @@ class SSDMatcher:
         Returns:
             matched_gt: (B, A) int64 index of the matched ground truth, -1 for negatives and
                 -2 for ignored priors.
-            max_iou: (B, A) best IoU of each prior (1+ for forced best-prior matches).
+            max_iou: (B, A) best IoU of each prior (2 for the bipartite matches). A ground
+                truth that overlaps no prior (IoU <= 1e-6, e.g. zero area) gets none.
         """
         batch, num_gt = gt_valid.shape
         num_anchors = anchors.shape[0]
@@ -42,14 +48,14 @@ class SSDMatcher:
         iou = iou.masked_fill(~gt_valid[..., None], -1.0)
         max_iou, matched = iou.max(dim=1)                                        # (B, A)
 
-        # Force every valid ground truth onto its best prior, so that no object goes
-        # unmatched. (When two objects share a best prior, only one of them can keep it.)
-        best_prior = iou.argmax(dim=2)                                           # (B, G)
+        # Caffe's bipartite step: every ground truth gets a prior of its own, even when two
+        # share the same best prior (the second takes its best remaining one).
+        best_prior = greedy_bipartite_match(iou, gt_valid)                      # (B, G)
         gt_index = torch.arange(num_gt, device=anchors.device).expand(batch, -1)
         batch_index = torch.arange(batch, device=anchors.device)[:, None].expand(-1, num_gt)
-        valid = gt_valid
-        matched[batch_index[valid], best_prior[valid]] = gt_index[valid]
-        max_iou[batch_index[valid], best_prior[valid]] = 2.0
+        forced = best_prior >= 0
+        matched[batch_index[forced], best_prior[forced]] = gt_index[forced]
+        max_iou[batch_index[forced], best_prior[forced]] = 2.0
 
         result = torch.full_like(matched, -2)
         result[max_iou < self.neg_iou_thr] = -1
