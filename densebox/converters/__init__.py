@@ -1,4 +1,6 @@
 """Weight converters from other projects' checkpoints to densebox checkpoints."""
+from .denseclip import (convert_denseclip_checkpoint, convert_denseclip_state_dict,
+                        denseclip_config_for)
 from .mmdet_ssd import (anchor_permutation, convert_mmdet_ssd, convert_mmdet_ssd_checkpoint,
                         mmdet_ssd_anchor_sizes)
 from .torchvision_seg import (convert_torchvision_backbone_checkpoint,
@@ -6,7 +8,8 @@ from .torchvision_seg import (convert_torchvision_backbone_checkpoint,
 from .torchvision_ssd import (COCO_CATEGORY_IDS, TORCHVISION_NUM_LOGITS,
                               convert_torchvision_ssd300, torchvision_label_map)
 
-__all__ = ['anchor_permutation', 'convert_mmdet_ssd', 'convert_mmdet_ssd_checkpoint',
+__all__ = ['convert_denseclip_checkpoint', 'convert_denseclip_state_dict',
+           'denseclip_config_for', 'anchor_permutation', 'convert_mmdet_ssd', 'convert_mmdet_ssd_checkpoint',
            'mmdet_ssd_anchor_sizes', 'convert_torchvision_backbone_checkpoint',
            'convert_torchvision_mobilenet_v2', 'convert_torchvision_resnet', 'COCO_CATEGORY_IDS',
            'TORCHVISION_NUM_LOGITS', 'convert_torchvision_ssd300', 'torchvision_label_map']

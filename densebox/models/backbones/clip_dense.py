@@ -64,12 +64,28 @@ def clip_model_cfg(arch: Arch, image_size: Optional[int] = None,
     return cfg
 
 
+# Stand-ins for the tower a wrapper discards, so that building one tower does not pay for
+# initialising the other (open_clip builds both).
+_STUB_VISION = dict(image_size=16, layers=1, width=8, patch_size=16, head_width=8, mlp_ratio=1)
+_STUB_TEXT = dict(context_length=2, vocab_size=2, width=8, heads=1, layers=1, mlp_ratio=1)
+
+
 def build_clip_model(arch: Arch, quick_gelu: bool, image_size: Optional[int] = None,
-                     context_length: Optional[int] = None) -> nn.Module:
-    """A randomly initialised open_clip CLIP of ``arch`` (weights come in ``init_weights``)."""
+                     context_length: Optional[int] = None, keep: str = 'both') -> nn.Module:
+    """A randomly initialised open_clip CLIP of ``arch`` (weights come in ``init_weights``).
+
+    ``keep='visual'`` / ``'text'``: only that tower is built as ``arch`` says; the other is
+    a tiny stand-in, to be discarded by the caller.
+    """
     from .clip import build_clip
-    return build_clip(model_cfg=clip_model_cfg(arch, image_size, context_length),
-                      quick_gelu=quick_gelu)
+    cfg = clip_model_cfg(arch, image_size, context_length)
+    if keep == 'visual':
+        cfg['text_cfg'] = dict(_STUB_TEXT)
+    elif keep == 'text':
+        cfg['vision_cfg'] = dict(_STUB_VISION)
+    elif keep != 'both':
+        raise ValueError(f"keep must be 'both', 'visual' or 'text', got {keep!r}")
+    return build_clip(model_cfg=cfg, quick_gelu=quick_gelu)
 
 
 def resize_pos_embed(pos: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
@@ -186,7 +202,8 @@ class CLIPResNet(BaseModule):
                  get_embeddings: bool = True, out_indices: Sequence[int] = (0, 1, 2, 3),
                  pretrained: Optional[str] = None, init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
-        clip = build_clip_model(arch, quick_gelu=False, image_size=input_resolution)
+        clip = build_clip_model(arch, quick_gelu=False, image_size=input_resolution,
+                                keep='visual')
         visual = clip.visual
         if not hasattr(visual, 'attnpool') or not hasattr(visual, 'layer4'):
             raise ValueError(f'CLIPResNet: arch {arch!r} is not a CLIP ResNet '
@@ -274,7 +291,8 @@ class CLIPVisionTransformer(BaseModule):
                  pretrained: Optional[str] = None, init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         from timm.layers import DropPath
-        clip = build_clip_model(arch, quick_gelu=quick_gelu, image_size=input_resolution)
+        clip = build_clip_model(arch, quick_gelu=quick_gelu, image_size=input_resolution,
+                                keep='visual')
         visual = clip.visual
         if not hasattr(visual, 'class_embedding'):
             raise ValueError(f'CLIPVisionTransformer: arch {arch!r} is not a CLIP ViT '

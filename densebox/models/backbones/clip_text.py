@@ -67,7 +67,8 @@ class CLIPTextContextEncoder(BaseModule):
                  frozen: bool = True, pretrained: Optional[str] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
-        clip = build_clip_model(arch, quick_gelu=quick_gelu, context_length=context_length)
+        clip = build_clip_model(arch, quick_gelu=quick_gelu, context_length=context_length,
+                                keep='text')
         self.transformer = clip.transformer
         self.token_embedding = clip.token_embedding
         self.positional_embedding = clip.positional_embedding
