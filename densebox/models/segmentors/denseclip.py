@@ -19,7 +19,8 @@ Everything else (slide inference, predict's un-padding and resizing, auxiliary h
 :class:`EncoderDecoder`'s. The text features of the class names depend only on the learned
 contexts and the frozen text tower, so outside training (model in eval mode, no gradients)
 they are computed once and cached; the cache is keyed by the weights' version counters
-(an optimiser step or ``load_state_dict`` makes it stale) and dropped by ``train()``.
+and storage (an optimiser step, ``load_state_dict`` or ``.to()`` makes it stale; writing
+through ``param.data`` does not, call :meth:`cache_text_features` after that).
 """
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -121,8 +122,10 @@ class DenseCLIP(EncoderDecoder):
 
     # ------------------------------------------------------------------ text features
     def _text_cache_key(self) -> tuple:
-        versions = tuple(p._version for p in (self.contexts, *self.text_encoder.parameters()))
-        return versions + (self.contexts.device, self.contexts.dtype)
+        # In-place updates (optimiser steps, load_state_dict) bump a tensor's version
+        # counter; replaced tensors (.to(), .double()) change its storage.
+        params = (self.contexts, *self.text_encoder.parameters())
+        return tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in params)
 
     def text_features(self) -> torch.Tensor:
         """(1, K, D) text features of the class names with the current contexts.
@@ -137,20 +140,12 @@ class DenseCLIP(EncoderDecoder):
         return self._text_cache[1]
 
     def cache_text_features(self) -> torch.Tensor:
-        """Compute and cache the text features now (e.g. before tracing an export, so the
-        graph holds them as a constant). Returns them, (1, K, D)."""
+        """Compute and cache the text features now, whatever the mode (e.g. before tracing
+        an ONNX export, so that the graph holds them as a constant): (1, K, D)."""
         with torch.no_grad():
-            was_training = self.training
-            self.train(False)
-            feats = self.text_features()
-            self.train(was_training)
-            if was_training:  # train() drops the cache; keep it for the caller
-                self._text_cache = (self._text_cache_key(), feats)
+            feats = self.text_encoder(self.class_tokens, self.contexts)
+        self._text_cache = (self._text_cache_key(), feats)
         return feats
-
-    def train(self, mode: bool = True):
-        self._text_cache = None
-        return super().train(mode)
 
     # ------------------------------------------------------------------ network
     def forward_features(self, inputs: torch.Tensor
