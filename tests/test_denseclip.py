@@ -519,3 +519,79 @@ def test_model_size_beside_the_paper(config, params, gmacs, capsys):
     if 'denseclip' in config:
         assert out['modules']['text_encoder']['params'] > 60e6     # counted apart
         assert out['paper']['exclude'] == ['text_encoder']
+
+
+# ---------------------------------------------------------------------- train.py / test.py
+def test_recipe_trains_from_clip_weights_and_tests(tmp_path, monkeypatch):
+    """tools/train.py (2 iterations, CLIP weights from a file, the recipe's optimiser and
+    schedule) and tools/test.py (slide inference, mIoU) on a tiny ADE20K tree, with the
+    DenseCLIP RN50 recipe at tiny widths (the tiny CLIP registered as an open_clip name)."""
+    from PIL import Image
+    from densebox.cli import test_main, train_main
+    root = tmp_path / 'ADEChallengeData2016'
+    rng = np.random.default_rng(0)
+    for split in ('training', 'validation'):
+        for i in range(2):
+            (root / 'images' / split).mkdir(parents=True, exist_ok=True)
+            (root / 'annotations' / split).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)).save(
+                root / 'images' / split / f'ADE_{split}_{i:08d}.jpg')
+            Image.fromarray(rng.integers(0, 151, (64, 80), dtype=np.uint8)).save(
+                root / 'annotations' / split / f'ADE_{split}_{i:08d}.png')
+    weights = str(tmp_path / 'tiny_clip.pt')
+    _save_tiny_clip(TINY_RN, weights, image_size=224)
+    tiny = tiny_denseclip_cfg(num_classes=150)
+    config = tmp_path / 'tiny_denseclip_r50.py'
+    monkeypatch.setitem(open_clip.factory._MODEL_CONFIGS, 'densebox-tiny-rn', TINY_RN)
+    arch = 'densebox-tiny-rn'
+    config.write_text(f'''_base_ = [{osp.join(ROOT, 'configs', 'denseclip_r50_fpn_ade20k.py')!r}]
+model = dict(
+    backbone=dict(arch={arch!r}, input_resolution=64, pretrained={weights!r}),
+    text_encoder=dict(arch={arch!r}, pretrained={weights!r}),
+    context_decoder=dict(visual_dim=32, transformer_width=16, transformer_heads=2),
+    neck=dict(in_channels={tiny['neck']['in_channels']!r}, out_channels=16),
+    decode_head=dict(in_channels=[16, 16, 16, 16], channels=16),
+    test_cfg=dict(crop_size=(64, 64), stride=(43, 43)))
+crop = (64, 64)
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=False, with_label=False, with_seg=True),
+    dict(type='RandomResize', scale=(160, 64), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='SegPad', size=crop, pad_val=0, seg_pad_val=255),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(160, 72), keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=False, with_label=False, with_seg=True),
+    dict(type='PackSegInputs'),
+]
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root={str(root)!r}, pipeline=train_pipeline))
+val_dataloader = dict(num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root={str(root)!r}, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+train_cfg = dict(max_iters=2, val_interval=2)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1),
+    dict(type='PolyLR', eta_min=1e-6, power=0.9, by_epoch=False, begin=0, end=2)]
+default_hooks = dict(checkpoint=dict(interval=2), logger=dict(interval=1))
+''')
+    work = str(tmp_path / 'work')
+    train_main([str(config), '--work-dir', work])
+    ckpt = osp.join(work, 'iter_2.pth')
+    assert osp.isfile(ckpt)
+    from densebox.engine.checkpoint import safe_torch_load
+    state = safe_torch_load(ckpt)['state_dict']
+    clip = torch.load(weights)
+    # started from the CLIP file: the frozen text tower still holds its weights exactly
+    assert torch.equal(state['text_encoder.token_embedding.weight'],
+                       clip['token_embedding.weight'])
+    assert torch.equal(state['text_encoder.positional_embedding'],
+                       clip['positional_embedding'][:13])
+    assert 'contexts' in state and tuple(state['contexts'].shape) == (1, 8, 32)
+    metrics = test_main([str(config), ckpt, '--work-dir', work])
+    assert 0.0 <= metrics['mIoU'] <= 100.0 and 'aAcc' in metrics
