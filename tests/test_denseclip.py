@@ -174,6 +174,15 @@ def test_class_names_are_tokenised_as_clip_and_checked():
         tokenize_class_names(['sky', 'a photo of a large dog'], 5)
     with pytest.raises(ValueError, match='names for a decode head of 3'):
         build(dict(tiny_denseclip_cfg(), class_names=['a', 'b']))
+    cfg = tiny_denseclip_cfg()
+    cfg['neck']['in_channels'] = [32, 64, 128, 256]
+    with pytest.raises(ValueError, match=r'gives \[32, 64, 128, 256\] with the 3-class score '
+                                         r'map added to level 3: \[32, 64, 128, 259\]'):
+        build(cfg)
+    cfg = tiny_denseclip_cfg()
+    cfg['backbone']['get_embeddings'] = False
+    with pytest.raises(ValueError, match='get_embeddings=True'):
+        build(cfg)
 
 
 def test_ade20k_class_names_come_from_the_dataset():

@@ -218,7 +218,7 @@ class CLIPResNet(BaseModule):
         width = visual.layer1[0].conv1.in_channels
         self.stage_channels = [width * 4 * 2 ** i for i in range(4)]
         self.out_channels = [self.stage_channels[i] for i in self.out_indices]
-        self.embed_dim = visual.output_dim
+        self.embed_dim = visual.output_dim if get_embeddings else None
         self.pretrained = pretrained
 
     def init_weights(self) -> None:

@@ -111,6 +111,7 @@ class DenseCLIP(EncoderDecoder):
                              f'{self.context_decoder.visual_dim}; they must agree (does the '
                              'backbone have get_embeddings=True?)')
         self.score_concat_index = int(score_concat_index)
+        self._check_neck_channels()
         self.tau = float(tau)
         # CoOp-style contexts shared by all classes, and the residual scale of the decoder.
         self.contexts = nn.Parameter(torch.empty(1, num_contexts, self.text_encoder.width))
@@ -119,6 +120,23 @@ class DenseCLIP(EncoderDecoder):
         self.pixel_text_loss = (MODELS.build(dict(pixel_text_loss))
                                 if pixel_text_loss is not None else None)
         self._text_cache: Optional[Tuple[tuple, torch.Tensor]] = None
+
+    def _check_neck_channels(self) -> None:
+        """The neck must expect the score map's K channels on the level it is added to."""
+        levels = getattr(self.backbone, 'out_channels', None)
+        expected = getattr(self.neck, 'in_channels', None)
+        i = self.score_concat_index
+        if levels is None or expected is None:
+            return
+        if not 0 <= i < len(levels):
+            raise ValueError(f'DenseCLIP: score_concat_index {i} is not one of the backbone\'s '
+                             f'{len(levels)} levels')
+        want = list(levels)
+        want[i] += self.num_classes
+        if list(expected) != want:
+            raise ValueError(f'DenseCLIP: neck.in_channels is {list(expected)} but the backbone '
+                             f'gives {list(levels)} with the {self.num_classes}-class score '
+                             f'map added to level {i}: {want}')
 
     # ------------------------------------------------------------------ text features
     def _text_cache_key(self) -> tuple:
