@@ -84,7 +84,10 @@ def vit_shapes(width, layers, patch, output_dim, input_resolution):
         s.update(_clip_block(f'backbone.transformer.resblocks.{i}', width))
     s.update(_ln('backbone.ln_post', width))
     s['backbone.proj'] = (width, output_dim)
-    deconv = lambda p: {f'{p}.weight': (width, width, 2, 2), f'{p}.bias': (width,)}  # noqa
+
+    def deconv(p):
+        return {f'{p}.weight': (width, width, 2, 2), f'{p}.bias': (width,)}
+
     s.update(_ln('backbone.fpn1.0', width))
     s.update(deconv('backbone.fpn1.1'))
     s.update(_bn('backbone.fpn1.2', width))
@@ -187,6 +190,10 @@ def _bn_eval(x, sd, p):
                         sd[f'{p}.bias'], False, 0.0, 1e-5)
 
 
+def _linear_fn(x, sd, p):
+    return F.linear(x, sd[f'{p}.weight'], sd.get(f'{p}.bias'))
+
+
 def _layer_norm(x, sd, p):
     return F.layer_norm(x, x.shape[-1:], sd[f'{p}.weight'], sd[f'{p}.bias'], 1e-5)
 
@@ -242,9 +249,8 @@ def resnet_forward(sd, x, layers, heads):
     t = torch.cat([t.mean(1, keepdim=True), t], 1)
     cls_pos, spatial_pos = _resize_pos(sd[f'{p}.attnpool.positional_embedding'], H, W)
     t = t + torch.cat([cls_pos, spatial_pos])[None]
-    lin = lambda z, n: F.linear(z, sd[f'{p}.attnpool.{n}.weight'], sd[f'{p}.attnpool.{n}.bias'])  # noqa
-    out = _heads_attention(lin(t, 'q_proj'), lin(t, 'k_proj'), lin(t, 'v_proj'), heads)
-    out = lin(out, 'c_proj')
+    q, k, v = (_linear_fn(t, sd, f'{p}.attnpool.{n}') for n in ('q_proj', 'k_proj', 'v_proj'))
+    out = _linear_fn(_heads_attention(q, k, v, heads), sd, f'{p}.attnpool.c_proj')
     return outs, (out[:, 0], out[:, 1:].permute(0, 2, 1).reshape(B, -1, H, W))
 
 
@@ -252,12 +258,12 @@ def _clip_block_forward(x, sd, p, heads, mask=None):
     """ResidualAttentionBlock (QuickGELU) on (B, N, C)."""
     C = x.shape[-1]
     y = _layer_norm(x, sd, f'{p}.ln_1')
-    q, k, v = F.linear(y, sd[f'{p}.attn.in_proj_weight'], sd[f'{p}.attn.in_proj_bias']).split(C, -1)
-    x = x + F.linear(_heads_attention(q, k, v, heads, mask), sd[f'{p}.attn.out_proj.weight'],
-                     sd[f'{p}.attn.out_proj.bias'])
-    y = F.linear(_layer_norm(x, sd, f'{p}.ln_2'), sd[f'{p}.mlp.c_fc.weight'], sd[f'{p}.mlp.c_fc.bias'])
-    y = y * torch.sigmoid(1.702 * y)
-    return x + F.linear(y, sd[f'{p}.mlp.c_proj.weight'], sd[f'{p}.mlp.c_proj.bias'])
+    qkv = F.linear(y, sd[f'{p}.attn.in_proj_weight'], sd[f'{p}.attn.in_proj_bias'])
+    q, k, v = qkv.split(C, -1)
+    x = x + _linear_fn(_heads_attention(q, k, v, heads, mask), sd, f'{p}.attn.out_proj')
+    y = _linear_fn(_layer_norm(x, sd, f'{p}.ln_2'), sd, f'{p}.mlp.c_fc')
+    y = y * torch.sigmoid(1.702 * y)                              # QuickGELU
+    return x + _linear_fn(y, sd, f'{p}.mlp.c_proj')
 
 
 def vit_forward(sd, x, layers, heads, out_indices):
@@ -277,8 +283,13 @@ def vit_forward(sd, x, layers, heads, out_indices):
         x = _clip_block_forward(x, sd, f'{p}.transformer.resblocks.{i}', heads)
         if i in out_indices:
             feats.append(x[:, 1:].permute(0, 2, 1).reshape(B, C, H, W))
-    gn = lambda z, n: F.group_norm(z, 1, sd[f'{p}.{n}.weight'], sd[f'{p}.{n}.bias'], 1e-5)  # noqa
-    up = lambda z, n: F.conv_transpose2d(z, sd[f'{p}.{n}.weight'], sd[f'{p}.{n}.bias'], 2)  # noqa
+
+    def gn(z, n):
+        return F.group_norm(z, 1, sd[f'{p}.{n}.weight'], sd[f'{p}.{n}.bias'], 1e-5)
+
+    def up(z, n):
+        return F.conv_transpose2d(z, sd[f'{p}.{n}.weight'], sd[f'{p}.{n}.bias'], 2)
+
     f1 = up(F.gelu(_bn_eval(up(gn(feats[0], 'fpn1.0'), 'fpn1.1'), sd, f'{p}.fpn1.2')), 'fpn1.4')
     f2 = up(gn(feats[1], 'fpn2.0'), 'fpn2.1')
     f3 = gn(feats[2], 'fpn3')
@@ -308,7 +319,9 @@ def text_forward(sd, tokens, heads, layers):
 def context_decoder_forward(sd, text, visual, heads, layers):
     """ContextDecoder (eval): text (B, K, D), visual (B, M, D) -> (B, K, D)."""
     p = 'context_decoder'
-    lin = lambda z, n: F.linear(z, sd[f'{p}.{n}.weight'], sd.get(f'{p}.{n}.bias'))  # noqa
+
+    def lin(z, n):
+        return _linear_fn(z, sd, f'{p}.{n}')
 
     def attention(a, q, kv):
         return lin(_heads_attention(lin(q, f'{a}.q_proj'), lin(kv, f'{a}.k_proj'),

@@ -125,6 +125,12 @@ def load_clip_tower_weights(checkpoint: str, keep, owner: str) -> Dict[str, torc
     return out
 
 
+def _visual_key(key: str) -> Optional[str]:
+    """A CLIP checkpoint key of the image tower, relative to it ('visual.conv1.weight' ->
+    'conv1.weight'); None for the text tower's keys."""
+    return key[len('visual.'):] if key.startswith('visual.') else None
+
+
 def load_strict(module: nn.Module, state: Dict[str, torch.Tensor], source: str,
                 owner: str) -> None:
     """``module.load_state_dict(state)`` with an error naming the file and the keys."""
@@ -226,8 +232,7 @@ class CLIPResNet(BaseModule):
         if self.pretrained is None:
             return
         state = load_clip_tower_weights(
-            self.pretrained, lambda k: k[len('visual.'):] if k.startswith('visual.') else None,
-            'backbone')
+            self.pretrained, _visual_key, 'backbone')
         if self.get_embeddings:
             key = 'attnpool.positional_embedding'
             if key in state:
@@ -297,6 +302,9 @@ class CLIPVisionTransformer(BaseModule):
         if not hasattr(visual, 'class_embedding'):
             raise ValueError(f'CLIPVisionTransformer: arch {arch!r} is not a CLIP ViT '
                              f'(its image tower is {type(visual).__name__})')
+        if getattr(visual.transformer, 'batch_first', True) is not True:
+            raise ValueError('CLIPVisionTransformer needs an open_clip transformer that takes '
+                             '(batch, tokens, width) input')
         if not get_embeddings:
             visual.ln_post, visual.proj = nn.Identity(), None
         self.visual = visual
@@ -314,7 +322,10 @@ class CLIPVisionTransformer(BaseModule):
         dim = visual.conv1.out_channels
         self.embed_dim = visual.output_dim if get_embeddings else None
         self.out_channels = [dim] * 4
-        up = lambda: nn.ConvTranspose2d(dim, dim, kernel_size=2, stride=2)  # noqa: E731
+
+        def up():
+            return nn.ConvTranspose2d(dim, dim, kernel_size=2, stride=2)
+
         if self.patch_size == 16:
             self.fpn1 = nn.Sequential(nn.GroupNorm(1, dim), up(),
                                       build_norm_layer(norm_cfg, dim)[1], nn.GELU(), up())
@@ -336,8 +347,7 @@ class CLIPVisionTransformer(BaseModule):
         if self.pretrained is None:
             return
         state = load_clip_tower_weights(
-            self.pretrained, lambda k: k[len('visual.'):] if k.startswith('visual.') else None,
-            'backbone')
+            self.pretrained, _visual_key, 'backbone')
         if 'positional_embedding' in state:
             state['positional_embedding'] = resize_pos_embed(
                 state['positional_embedding'], (self.spatial_size, self.spatial_size))
