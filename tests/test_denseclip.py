@@ -604,3 +604,30 @@ default_hooks = dict(checkpoint=dict(interval=2), logger=dict(interval=1))
     assert 'contexts' in state and tuple(state['contexts'].shape) == (1, 8, 32)
     metrics = test_main([str(config), ckpt, '--work-dir', work])
     assert 0.0 <= metrics['mIoU'] <= 100.0 and 'aAcc' in metrics
+
+
+def test_analyze_on_meta_counts_attention_the_cpu_count_misses():
+    from densebox.models.utils import analyze
+    baseline = dict(type='EncoderDecoder', backbone=dict(type='CLIPResNet', arch=TINY_RN,
+                                                         get_embeddings=False),
+                    neck=dict(type='FPN', in_channels=[32, 64, 128, 256], out_channels=16,
+                              num_outs=4),
+                    decode_head=dict(type='FPNHead', in_channels=[16] * 4, channels=16,
+                                     feature_strides=[4, 8, 16, 32], num_classes=3))
+    assert analyze(baseline, (64, 96)) == analyze(baseline, (64, 96), on_meta=True)
+    cfg = tiny_denseclip_cfg()
+    cpu = analyze(cfg, (64, 96), by_module=True)
+    meta = analyze(cfg, (64, 96), by_module=True, on_meta=True)
+    assert meta['params'] == cpu['params']
+    # On the CPU, torch runs attention as one fused kernel FlopCounterMode does not count;
+    # on the meta device it runs as matmuls: q k^T and attn v of the attention pool over
+    # N = 2 x 3 + 1 tokens of width 256, 2 FLOPs per multiply-add.
+    n = 2 * 3 + 1
+    assert (meta['modules']['backbone']['flops'] - cpu['modules']['backbone']['flops']
+            == 2 * 2 * n * n * 256)
+    # the children add up to the total but for the segmentor's own score-map einsum:
+    # 2 FLOPs x (K=3) x (D=32) x (2 x 3 positions)
+    children = sum(m['flops'] for m in meta['modules'].values())
+    assert meta['flops'] - children == 2 * 3 * 32 * 2 * 3
+    assert meta['modules']['text_encoder']['params'] == sum(
+        p.numel() for p in build(cfg).text_encoder.parameters())

@@ -4,7 +4,9 @@
 
 Builds ``cfg.model`` with densebox's registry (no weights are loaded) and runs one forward
 pass on a random (1, 3, H, W) input (``mode='tensor'``: network only, no pre- or
-post-processing). FLOPs count convolutions and matrix products with one multiply-add = 2
+post-processing), on the meta device (no memory, no arithmetic; the CPU for a model that
+cannot run there). FLOPs count convolutions and matrix products (attention's included) with
+one multiply-add = 2
 FLOPs (``torch.utils.flop_counter``); MAdds = FLOPs / 2 is the number MobileNet-style
 papers report. Norms, activations, pooling and resizing are not counted. The count of every
 direct child of the model (backbone, neck, decode_head, ...) is printed too.

@@ -117,8 +117,10 @@ def analyze(model_or_cfg: Union[nn.Module, dict], shape: Sequence[int] = (512, 5
         by_module: also return ``modules``: ``{child name: dict(params, flops, madds)}``
             for the model's direct children (backbone, neck, decode_head, ...).
         on_meta: build a config on the ``meta`` device and count there: no memory and
-            no arithmetic, so large models at large inputs take seconds (the counts are
-            the same; a model whose forward reads tensor values cannot run there).
+            no arithmetic, so large models at large inputs take seconds (a model whose
+            forward reads tensor values cannot run there). Attention is counted there
+            (it runs as matmuls), not on the CPU, where torch's fused attention kernel
+            escapes ``FlopCounterMode``; other counts are the same.
 
     Returns:
         ``dict(params=int, flops=int, madds=int)``. FLOPs come from
