@@ -171,6 +171,10 @@ class SegmentorForExport(nn.Module):
         self.model = model
         self.normalise = _Normalise(model.data_preprocessor, input_hw)
         self.input_hw = tuple(input_hw)
+        if hasattr(model, 'cache_text_features'):
+            # DenseCLIP: the class names' text features are computed now, outside the
+            # trace, so the graph holds them as a constant instead of the text tower.
+            model.cache_text_features()
 
     def forward(self, images: Tensor) -> Tensor:
         logits = self.model.inference(self.normalise(images))

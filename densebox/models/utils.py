@@ -105,7 +105,8 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
                if p.requires_grad or not trainable_only)
 
 
-def analyze(model_or_cfg: Union[nn.Module, dict], shape: Sequence[int] = (512, 512)) -> dict:
+def analyze(model_or_cfg: Union[nn.Module, dict], shape: Sequence[int] = (512, 512),
+            by_module: bool = False, on_meta: bool = False) -> dict:
     """Parameter count and FLOPs of one forward pass on a (1, 3, H, W) input.
 
     Args:
@@ -113,6 +114,13 @@ def analyze(model_or_cfg: Union[nn.Module, dict], shape: Sequence[int] = (512, 5
             with densebox's ``MODELS`` registry (the modules that register the classes
             must have been imported).
         shape: (H, W) of the input.
+        by_module: also return ``modules``: ``{child name: dict(params, flops, madds)}``
+            for the model's direct children (backbone, neck, decode_head, ...).
+        on_meta: build a config on the ``meta`` device and count there: no memory and
+            no arithmetic, so large models at large inputs take seconds (a model whose
+            forward reads tensor values cannot run there). Attention is counted there
+            (it runs as matmuls), not on the CPU, where torch's fused attention kernel
+            escapes ``FlopCounterMode``; other counts are the same.
 
     Returns:
         ``dict(params=int, flops=int, madds=int)``. FLOPs come from
@@ -130,7 +138,11 @@ def analyze(model_or_cfg: Union[nn.Module, dict], shape: Sequence[int] = (512, 5
         model = model_or_cfg
     else:
         from densebox.registry import MODELS
-        model = MODELS.build(copy.deepcopy(model_or_cfg))
+        if on_meta:
+            with torch.device('meta'):
+                model = MODELS.build(copy.deepcopy(model_or_cfg))
+        else:
+            model = MODELS.build(copy.deepcopy(model_or_cfg))
     if len(shape) != 2:
         raise ValueError(f'analyze: shape must be (H, W), got {tuple(shape)}')
     params = count_parameters(model)
@@ -149,7 +161,17 @@ def analyze(model_or_cfg: Union[nn.Module, dict], shape: Sequence[int] = (512, 5
             model(x)
     model.train(was_training)
     flops = int(counter.get_total_flops())
-    return dict(params=params, flops=flops, madds=flops // 2)
+    result = dict(params=params, flops=flops, madds=flops // 2)
+    if by_module:
+        # FlopCounterMode names modules '<ModelClass>.<child>.<...>'.
+        counts = counter.get_flop_counts()
+        root = type(model).__name__
+        result['modules'] = {}
+        for name, child in model.named_children():
+            child_flops = int(sum(counts.get(f'{root}.{name}', {}).values()))
+            result['modules'][name] = dict(params=count_parameters(child), flops=child_flops,
+                                           madds=child_flops // 2)
+    return result
 
 
 def _is_mmengine_model(model: nn.Module) -> bool:

@@ -32,6 +32,7 @@ CONVERTERS: Dict[str, object] = {
     'mmdet_ssd': 'densebox.converters.mmdet_ssd:convert_mmdet_ssd_checkpoint',
     'torchvision_ssd300': _torchvision_ssd300,
     'clip_state_dict': _clip_state_dict,
+    'denseclip_official': 'densebox.converters.denseclip:convert_denseclip_checkpoint',
     'torchvision_backbone':
         'densebox.converters.torchvision_seg:convert_torchvision_backbone_checkpoint',
     'vgg16_reducedfc': 'densebox.converters.vgg16_reducedfc:convert_vgg16_reducedfc_checkpoint',

@@ -161,6 +161,21 @@ MANIFEST = {
         converter='torchvision_backbone', converter_args={'arch': 'resnet34'},
         source="torchvision resnet34 IMAGENET1K_V1 (for FFNetResNet arch='34')",
         metric={'imagenet/top1': 73.314}, license='BSD-3-Clause'),
+    # ----------------------------------------------------------------- segmentation
+    # DenseCLIP's released ADE20K Semantic FPN models (raoyongming/DenseCLIP README; Tsinghua
+    # Cloud share links, no published hash: use allow_unverified=True, or put the file at
+    # ~/.cache/densebox/checkpoints/downloads/<entry name>.pth). mIoU single-scale.
+    **{f'denseclip_{key}_fpn_ade20k_official': dict(
+        kind='model', task='seg', config=f'configs/denseclip_{key}_fpn_ade20k.py',
+        url=f'https://cloud.tsinghua.edu.cn/f/{share}/?dl=1', sha256=None, sha256_prefix=None,
+        converter='denseclip_official',
+        source=f'DenseCLIP {title} (raoyongming/DenseCLIP, segmentation)',
+        metric={'mIoU': miou}, license='MIT')
+       for key, title, share, miou in [
+           ('r50', 'RN50-DenseCLIP', '8636d4a95c60418ba63c', 43.5),
+           ('r101', 'RN101-DenseCLIP', 'bd478735bd9040ab9603', 45.1),
+           ('vitb16', 'ViT-B-DenseCLIP (640)', 'b423bca9436349c0991f', 50.6),
+       ]},
     # ------------------------------------------------------------------ CLIP (open_clip)
     # OpenAI's releases are TorchScript archives; densebox reads their weights without running
     # them (densebox.engine.torchscript_weights). The folder in each URL is the file's SHA-256.

@@ -1,6 +1,10 @@
 from .aspp_head import ASPPHead
+from .context_decoder import ContextDecoder
 from .decode_head import BaseDecodeHead
 from .fcn_head import FCNHead
 from .ffnet_head import FFNetUpHead
+from .fpn_head import FPNHead
+from .uper_head import UPerHead
 
-__all__ = ['BaseDecodeHead', 'ASPPHead', 'FCNHead', 'FFNetUpHead']
+__all__ = ['BaseDecodeHead', 'ContextDecoder', 'ASPPHead', 'FCNHead', 'FFNetUpHead', 'FPNHead',
+           'UPerHead']

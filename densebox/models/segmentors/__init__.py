@@ -1,3 +1,4 @@
+from .denseclip import DenseCLIP
 from .encoder_decoder import EncoderDecoder
 
-__all__ = ['EncoderDecoder']
+__all__ = ['DenseCLIP', 'EncoderDecoder']
