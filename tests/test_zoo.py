@@ -72,9 +72,13 @@ def test_manifest_entries_are_complete():
         assert entry['url'].startswith('https://'), name
         assert callable(zoo.get_converter(entry['converter'])), name
         assert entry['sha256'] is None or len(entry['sha256']) == 64, name
-        # the published file names end in the first 8 hex digits of their SHA-256
+        # torchvision's and OpenMMLab's file names end in the first 8 hex digits of their
+        # SHA-256; files published without one (Hugging Face) record no prefix
         stem = osp.splitext(osp.basename(entry['url']))[0]
-        assert stem.endswith('-' + entry['sha256_prefix']), name
+        if entry['sha256_prefix']:
+            assert stem.endswith('-' + entry['sha256_prefix']), name
+        else:
+            assert '-' not in stem and entry['url'].startswith('https://huggingface.co/'), name
         if entry['kind'] == 'model':
             assert entry['config'].startswith('configs/'), name
     with pytest.raises(KeyError, match='not in the densebox model zoo'):

@@ -26,6 +26,8 @@ CONVERTERS: Dict[str, object] = {
     'torchvision_ssd300': _torchvision_ssd300,
     'torchvision_backbone':
         'densebox.converters.torchvision_seg:convert_torchvision_backbone_checkpoint',
+    'iformer_official': 'densebox.converters.iformer:convert_iformer_checkpoint',
+    'sgformer_official': 'densebox.converters.sgformer:convert_sgformer_checkpoint',
 }
 
 

@@ -21,6 +21,7 @@ mmdetection's anchor sizes: see :func:`densebox.converters.mmdet_ssd.mmdet_ssd_a
 """
 
 _MMDET = 'https://download.openmmlab.com/mmdetection/v2.0'
+_IFORMER = 'https://huggingface.co/sail/dl2/resolve/main/iformer'
 
 MANIFEST = {
     # ------------------------------------------------------------------- detection
@@ -109,4 +110,55 @@ MANIFEST = {
         converter='torchvision_backbone', converter_args={'arch': 'resnet34'},
         source="torchvision resnet34 IMAGENET1K_V1 (for FFNetResNet arch='34')",
         metric={'imagenet/top1': 73.314}, license='BSD-3-Clause'),
+    # iFormer (sail-sg/iFormer, models/inception_transformer.py default_cfgs): ImageNet-1k
+    # classifiers; converted to IFormer backbone weights (the classifier head is dropped).
+    # Hugging Face file names carry no hash, so only the full SHA-256, once recorded, checks them.
+    'iformer_s_in1k': dict(
+        kind='backbone', task='cls', config=None,
+        url=f'{_IFORMER}/iformer_small.pth',
+        sha256=None, sha256_prefix=None,
+        converter='iformer_official',
+        converter_args={'arch': 's', 'pretrain_img_size': 224},
+        source="official iformer_small (for IFormer arch='s')",
+        metric={'imagenet/top1': 83.4}, license='Apache-2.0'),
+    'iformer_s_384_in1k': dict(
+        kind='backbone', task='cls', config=None,
+        url=f'{_IFORMER}/iformer_small_384.pth',
+        sha256=None, sha256_prefix=None,
+        converter='iformer_official',
+        converter_args={'arch': 's', 'pretrain_img_size': 384},
+        source="official iformer_small_384 (for IFormer arch='s', pretrain_img_size=384)",
+        metric={'imagenet/top1': 84.6}, license='Apache-2.0'),
+    'iformer_b_in1k': dict(
+        kind='backbone', task='cls', config=None,
+        url=f'{_IFORMER}/iformer_base.pth',
+        sha256=None, sha256_prefix=None,
+        converter='iformer_official',
+        converter_args={'arch': 'b', 'pretrain_img_size': 224},
+        source="official iformer_base (for IFormer arch='b')",
+        metric={'imagenet/top1': 84.6}, license='Apache-2.0'),
+    'iformer_b_384_in1k': dict(
+        kind='backbone', task='cls', config=None,
+        url=f'{_IFORMER}/iformer_base_384.pth',
+        sha256=None, sha256_prefix=None,
+        converter='iformer_official',
+        converter_args={'arch': 'b', 'pretrain_img_size': 384},
+        source="official iformer_base_384 (for IFormer arch='b', pretrain_img_size=384)",
+        metric={'imagenet/top1': 85.7}, license='Apache-2.0'),
+    'iformer_l_in1k': dict(
+        kind='backbone', task='cls', config=None,
+        url=f'{_IFORMER}/iformer_large.pth',
+        sha256=None, sha256_prefix=None,
+        converter='iformer_official',
+        converter_args={'arch': 'l', 'pretrain_img_size': 224},
+        source="official iformer_large (for IFormer arch='l')",
+        metric={'imagenet/top1': 84.8}, license='Apache-2.0'),
+    'iformer_l_384_in1k': dict(
+        kind='backbone', task='cls', config=None,
+        url=f'{_IFORMER}/iformer_large_384.pth',
+        sha256=None, sha256_prefix=None,
+        converter='iformer_official',
+        converter_args={'arch': 'l', 'pretrain_img_size': 384},
+        source="official iformer_large_384 (for IFormer arch='l', pretrain_img_size=384)",
+        metric={'imagenet/top1': 85.8}, license='Apache-2.0'),
 }

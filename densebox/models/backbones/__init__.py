@@ -1,5 +1,6 @@
 from .ffnet_resnet import FFNetResNet
+from .iformer import IFormer, IFormerClassifier
 from .mobilenet_v2 import MobileNetV2
 from .vgg_ssd import SSDVGG
 
-__all__ = ['FFNetResNet', 'MobileNetV2', 'SSDVGG']
+__all__ = ['FFNetResNet', 'IFormer', 'IFormerClassifier', 'MobileNetV2', 'SSDVGG']
