@@ -356,7 +356,10 @@ class IFormer(BaseModule):
                 self, cfg, is_official_iformer,
                 lambda state: convert_official_iformer(state, self.arch,
                                                        pretrain_img_size=self._pos_size()),
-                optional_prefixes=tuple(f'norm{i}.' for i in range(4)))
+                optional_prefixes=tuple(f'norm{i}.' for i in range(4)),
+                how_to_get='The official ImageNet weights are the zoo entries iformer_{s,b,l}'
+                           '[_384]_in1k (checkpoint=\'zoo://iformer_s_in1k\'), or convert a '
+                           'downloaded file with tools/convert/iformer.py.')
             self._is_init = True
             return
         super().init_weights()

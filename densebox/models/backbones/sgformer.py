@@ -549,7 +549,11 @@ class SGFormer(BaseModule):
             load_pretrained_backbone(
                 self, cfg, is_official_sgformer,
                 lambda state: convert_official_sgformer(state, self.arch,
-                                                        pretrain_img_size=self.pos_size * 4))
+                                                        pretrain_img_size=self.pos_size * 4),
+                how_to_get='Get the official SG-Former ImageNet weights (published by '
+                           'OliverRensu/SG-Former) and convert them with '
+                           'tools/convert/sgformer.py, or point checkpoint at the official '
+                           'file itself (it is converted on load).')
             self._is_init = True
             return
         super().init_weights()

@@ -7,7 +7,8 @@
   both backbones: a path, URL or ``zoo://NAME``, converted from the official layout when the
   keys are official ones.
 """
-from typing import Callable, Dict, Optional, Sequence
+import os
+from typing import Callable, Dict, Sequence
 
 import torch
 import torch.nn as nn
@@ -70,7 +71,8 @@ def run_blocks(blocks: Sequence[nn.Module], x, use_checkpoint: bool, *args):
 def load_pretrained_backbone(module: nn.Module, init_cfg: dict,
                              is_official: Callable[[Dict[str, torch.Tensor]], bool],
                              convert: Callable[[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]],
-                             optional_prefixes: Sequence[str] = ()) -> None:
+                             optional_prefixes: Sequence[str] = (),
+                             how_to_get: str = '') -> None:
     """Load ImageNet weights into a backbone, strictly.
 
     Args:
@@ -86,21 +88,33 @@ def load_pretrained_backbone(module: nn.Module, init_cfg: dict,
         optional_prefixes: densebox keys that the file may lack or hold in excess (output
             norms, which only some ``out_indices`` build); absent ones keep their initial
             values.
+        how_to_get: a sentence on where the weights come from, added to the error when the
+            file is not there.
     """
     from densebox.engine.checkpoint import safe_torch_load
     checkpoint_path = str(init_cfg['checkpoint'])
     prefix = init_cfg.get('prefix')
+    scratch = ('To train from scratch on purpose, set the backbone\'s init_cfg=None '
+               '(--cfg-options model.backbone.init_cfg=None).')
     if checkpoint_path.startswith('zoo://'):
         from densebox import zoo
-        checkpoint_path = zoo.get_checkpoint(checkpoint_path[len('zoo://'):],
-                                             download=init_cfg.get('download'),
-                                             allow_unverified=init_cfg.get('allow_unverified',
-                                                                           False))
+        try:
+            checkpoint_path = zoo.get_checkpoint(
+                checkpoint_path[len('zoo://'):], download=init_cfg.get('download'),
+                allow_unverified=init_cfg.get('allow_unverified', False))
+        except (FileNotFoundError, RuntimeError) as err:
+            options = ('(in a config: init_cfg=dict(..., download=True, '
+                       'allow_unverified=True)). ')
+            raise type(err)(f'{err} {options}{scratch}') from err
+    elif not checkpoint_path.startswith(('http://', 'https://')) and \
+            not os.path.isfile(os.path.expanduser(checkpoint_path)):
+        raise FileNotFoundError(f'pretrained weights {checkpoint_path} do not exist. '
+                                f'{how_to_get} {scratch}'.replace('  ', ' '))
     if checkpoint_path.startswith(('http://', 'https://')):
         from torch.hub import load_state_dict_from_url
         ckpt = load_state_dict_from_url(checkpoint_path, map_location='cpu', weights_only=True)
     else:
-        ckpt = safe_torch_load(checkpoint_path, map_location='cpu')
+        ckpt = safe_torch_load(os.path.expanduser(checkpoint_path), map_location='cpu')
     state = ckpt
     for key in ('state_dict', 'model', 'state_dict_ema', 'model_ema'):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
