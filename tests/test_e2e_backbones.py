@@ -86,7 +86,8 @@ data_root = {data + '/'!r}
 model = dict(backbone=dict(arch={dict(TINY_IFORMER, _delete_=True)!r}, init_cfg=None),
              neck=dict(in_channels=[16, 32, 48, 64], out_channels=32),
              decode_head=dict(in_channels=[32] * 4, channels=16))
-{_SMALL_SEG}param_scheduler = [dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=2, by_epoch=False)]
+{_SMALL_SEG}param_scheduler = [
+    dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=2, by_epoch=False)]
 ''' + _LOADERS)
     metrics = _train_and_test(config, str(tmp_path / 'work'))
     assert 0.0 <= metrics['mIoU'] <= 100.0 and 'aAcc' in metrics
@@ -138,8 +139,10 @@ model = dict(backbone=dict(arch={dict(arch, _delete_=True)!r}, init_cfg=None),
              neck=dict(in_channels={channels!r}, out_channels={levels!r}),
              bbox_head=dict(in_channels={levels!r}, anchor_generator=dict(
                  input_size=320, strides=(8, 16, 32, 64, 107, 160, 320),
-                 min_sizes=[s * scale for s in (20.48, 51.2, 133.12, 215.04, 296.96, 378.88, 460.8)],
-                 max_sizes=[s * scale for s in (51.2, 133.12, 215.04, 296.96, 378.88, 460.8, 542.72)])))
+                 min_sizes=[s * scale for s in (20.48, 51.2, 133.12, 215.04, 296.96, 378.88,
+                                                460.8)],
+                 max_sizes=[s * scale for s in (51.2, 133.12, 215.04, 296.96, 378.88, 460.8,
+                                                542.72)])))
 mean_rgb = [123.675, 116.28, 103.53]
 train_pipeline = [   # coco_ssd512.py's, at 320
     dict(type='LoadImageFromFile'),
@@ -192,7 +195,8 @@ def test_recipes_read_as_the_papers_settings():
     assert small.model.backbone.arch == 's' and small.model.auxiliary_head.in_channels == 256
     assert small.model.backbone.init_cfg.checkpoint == 'checkpoints/sgformer_s_in1k.pth'
     sg_det = _cfg('ssd512_sgformer_s_coco.py')
-    assert sg_det.model.backbone.type == 'SGFormer' and 'attention_heads' not in sg_det.model.backbone
+    assert sg_det.model.backbone.type == 'SGFormer'
+    assert 'attention_heads' not in sg_det.model.backbone     # _delete_ dropped iFormer's
     assert sg_det.optim_wrapper.optimizer.type == 'AdamW'
     assert 'momentum' not in sg_det.optim_wrapper.optimizer
 
@@ -222,7 +226,8 @@ def _official_iformer_s():
     return official_state(ARCHS['s'])
 
 
-def test_convert_command_lines(tmp_path):
+def test_convert_command_lines_and_the_zoo(tmp_path, monkeypatch):
+    monkeypatch.setenv('DENSEBOX_HOME', str(tmp_path / 'home'))
     from densebox.engine.checkpoint import safe_torch_load
     from densebox.models.backbones import IFormer, SGFormer
     from test_sgformer import official_state as official_sgformer
@@ -248,6 +253,18 @@ def test_convert_command_lines(tmp_path):
     with pytest.raises(Exception, match='iFormer-B'):
         tool('iformer').main([str(src), str(tmp_path / 'bad.pth'), '--arch', 'b'])
     assert not (tmp_path / 'bad.pth').exists()
+
+    # The zoo entry converts the official file once it is in the cache, with consent.
+    downloads = tmp_path / 'home' / 'checkpoints' / 'downloads'
+    downloads.mkdir(parents=True)
+    os.link(src, downloads / 'iformer_small.pth')
+    zoo_cfg = dict(type='Pretrained', checkpoint='zoo://iformer_s_in1k')
+    with pytest.raises(RuntimeError, match='allow_unverified=True.*init_cfg=None'):
+        IFormer('s', init_cfg=zoo_cfg).init_weights()
+    model = IFormer('s', out_indices=(2,), init_cfg=dict(zoo_cfg, allow_unverified=True))
+    model.init_weights()
+    torch.testing.assert_close(model.stages[2].pos_embed, state['pos_embed3'])
+    assert (tmp_path / 'home' / 'checkpoints' / 'iformer_s_in1k.pth').is_file()
 
     sg = official_sgformer(ARCHS['s'])
     torch.save({'state_dict_ema': sg, 'state_dict': {k: v * 0 for k, v in sg.items()}},

@@ -242,7 +242,8 @@ def test_wrong_size_or_model_is_an_error_naming_keys_and_shapes():
         convert_official_iformer(small, 'b')
     msg = str(err.value)
     assert 'official iFormer-B checkpoint' in msg
-    assert 'patch_embed3.proj.weight: (320, 192, 3, 3) in the file, (384, 192, 3, 3) expected' in msg
+    assert ('patch_embed3.proj.weight: (320, 192, 3, 3) in the file, (384, 192, 3, 3) '
+            'expected') in msg
     assert 'missing keys: blocks1.3.norm1.weight' in msg
     with pytest.raises(CheckpointMismatchError, match=r'pos_embed1: \(1, 96, 96, 96\) in the '
                                                       r'file, \(1, 56, 56, 96\) expected'):

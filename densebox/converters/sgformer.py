@@ -1,24 +1,21 @@
 """Official SG-Former ImageNet checkpoints (OliverRensu/SG-Former, ``sgformer_{s,m,b}``) ->
 densebox :class:`~densebox.models.backbones.SGFormer` / ``SGFormerClassifier``.
 
-The layers are the same; only the names differ. Official names, from ``sgformer.py``:
+The layers are the same; only the names differ. Official -> densebox, from ``sgformer.py``:
 
-==============================================  =========================================
-official                                        densebox
-==============================================  =========================================
-``patch_embed1.conv.{0,2,4}.{c,bn}``            ``stages.0.downsample.conv{1,2,3}.{conv,norm}``
-``patch_embed1.norm``                           ``stem_norm``
-``pos_embed`` (1, 56 * 56, C0)                  ``pos_embed``
-``patch_embed{k}.conv{1,2,3}.{c,bn}`` (k > 1)   ``stages.{k-1}.downsample.conv{1,2,3}.{conv,norm}``
-``block{k}.{j}.norm1 / norm2 / mlp.fc*``        ``stages.{k-1}.blocks.{j}.`` (same)
-``block{k}.{j}.mlp.dwconv.dwconv``              ``...mlp.dwconv``
-``...attn.{lepe_linear,lepe_conv}``             ``...attn.lepe.{linear,conv}``
-hybrid-scale ``...attn.{sr,norm,q1,kv1,q2,kv2}``  ``...attn.{sr_conv,sr_norm,q_global,kv_global,q_local,kv_local}``
-self-guided ``...attn.{q,kv1,kv2,f1,f2,f3}``      ``...attn.{q,kv_row,kv_col,merge.0,merge.1,merge.2}``
-global ``...attn.{q,kv}``, all ``...attn.proj``  same names
-``norm{k}``                                     ``stages.{k-1}.norm``
-``head`` (classifier)                           ``head`` (classifier only)
-==============================================  =========================================
+- ``patch_embed1.conv.{0,2,4}.{c,bn}`` -> ``stages.0.downsample.conv{1,2,3}.{conv,norm}``;
+  ``patch_embed1.norm`` -> ``stem_norm``; ``pos_embed`` (1, 56 * 56, C0) -> ``pos_embed``
+- ``patch_embed{k}.conv{1,2,3}.{c,bn}`` (k > 1) ->
+  ``stages.{k-1}.downsample.conv{1,2,3}.{conv,norm}``
+- ``block{k}.{j}.{norm1,norm2,mlp.fc1,mlp.fc2}`` -> ``stages.{k-1}.blocks.{j}.`` (same names);
+  ``...mlp.dwconv.dwconv`` -> ``...mlp.dwconv``
+- every attention: ``lepe_linear`` / ``lepe_conv`` -> ``lepe.linear`` / ``lepe.conv``;
+  ``proj`` (and stage 4's ``q``, ``kv``) keep their names
+- hybrid-scale blocks: ``sr``, ``norm``, ``q1``, ``kv1``, ``q2``, ``kv2`` -> ``sr_conv``,
+  ``sr_norm``, ``q_global``, ``kv_global``, ``q_local``, ``kv_local``
+- self-guided blocks: ``q``, ``kv1``, ``kv2``, ``f1``, ``f2``, ``f3`` -> ``q``, ``kv_row``,
+  ``kv_col``, ``merge.0``, ``merge.1``, ``merge.2``
+- ``norm{k}`` -> ``stages.{k-1}.norm``; ``head`` -> ``head`` (classifier only)
 
 Backbone conversions drop ``head``.
 """

@@ -34,10 +34,10 @@ Stage 4 uses global attention (:class:`GlobalAttention`).
 Any input size works. The official model runs only where the windows and merge runs divide
 the maps (224 x 224); elsewhere densebox pads: the sr conv's input (zeros) to a multiple of
 sr, the local attention's maps to a multiple of 7 (padded keys masked out, padded queries
-dropped and counted as zero in the significance), and a reallocation group whose size is not a multiple of its f by repeating its
-last (most significant) token. Where the official model runs, no padding happens and the
-computation is the official one; :func:`densebox.converters.convert_official_sgformer`
-converts its checkpoints.
+dropped and counted as zero in the significance), and a reallocation group whose size is
+not a multiple of its f by repeating its last (most significant) token. Where the official
+model runs, no padding happens and the computation is the official one;
+:func:`densebox.converters.convert_official_sgformer` converts its checkpoints.
 """
 import math
 from typing import Dict, List, Optional, Sequence, Tuple, Union
