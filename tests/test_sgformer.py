@@ -50,7 +50,7 @@ def official_sgformer_shapes(arch: dict, img_size: int = 224, num_classes: int =
         shapes[f'{name}.c.weight'] = (cout, cin // groups, k, k)
         norm(f'{name}.bn', cout)
 
-    dims, heads, depths = arch['dims'], arch['num_heads'], arch['depths']
+    dims, depths = arch['dims'], arch['depths']
     conv_gn('patch_embed1.conv.0', 3, dims[0], 3)
     conv_gn('patch_embed1.conv.2', dims[0], dims[0], 3)
     conv_gn('patch_embed1.conv.4', dims[0], dims[0], 3)
