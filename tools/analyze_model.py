@@ -1,6 +1,6 @@
 """Print a model's parameter count and FLOPs.
 
-    python tools/analyze_model.py CONFIG [--shape H W]
+    python tools/analyze_model.py CONFIG [--shape H W] [--cfg-options KEY=VALUE ...]
 
 Builds ``cfg.model`` with densebox's registry (no weights are loaded) and runs one forward
 pass on a random (1, 3, H, W) input (``mode='tensor'``: network only, no pre- or
@@ -27,6 +27,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('config', help='path of a densebox config file')
     parser.add_argument('--shape', type=int, nargs=2, default=None, metavar=('H', 'W'),
                         help='input height and width (default 512 512)')
+    from mmengine.config import DictAction
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
+                        metavar='KEY=VALUE',
+                        help="override config entries, e.g. model.arch=b (mmengine's "
+                             'DictAction syntax)')
     return parser.parse_args(argv)
 
 
@@ -38,6 +43,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     import densebox.models  # noqa: F401  (registers the model classes)
 
     cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
     if 'model' not in cfg:
         sys.exit(f'analyze_model: {args.config} defines no `model`')
     init_default_scope(cfg.get('default_scope', 'densebox'))

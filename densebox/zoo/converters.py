@@ -37,6 +37,8 @@ CONVERTERS: Dict[str, object] = {
         'densebox.converters.torchvision_seg:convert_torchvision_backbone_checkpoint',
     'vgg16_reducedfc': 'densebox.converters.vgg16_reducedfc:convert_vgg16_reducedfc_checkpoint',
     'ffnet_imagenet': 'densebox.converters.ffnet:convert_ffnet_imagenet_checkpoint',
+    'iformer_official': 'densebox.converters.iformer:convert_iformer_checkpoint',
+    'sgformer_official': 'densebox.converters.sgformer:convert_sgformer_checkpoint',
 }
 
 

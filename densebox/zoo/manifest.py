@@ -30,6 +30,7 @@ mmdetection's anchor sizes: see :func:`densebox.converters.mmdet_ssd.mmdet_ssd_a
 _MMDET = 'https://download.openmmlab.com/mmdetection/v2.0'
 _OPENAI_CLIP = 'https://openaipublic.azureedge.net/clip/models'
 _FFNET = 'https://github.com/Qualcomm-AI-research/FFNet/releases/download/models'
+_IFORMER = 'https://huggingface.co/sail/dl2/resolve/main/iformer'
 
 MANIFEST = {
     # ------------------------------------------------------------------- detection
@@ -199,4 +200,55 @@ MANIFEST = {
             '3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02',
             'ViT-L-14-336px.pt'),
        ]},
+    # iFormer (sail-sg/iFormer, models/inception_transformer.py default_cfgs): ImageNet-1k
+    # classifiers; converted to IFormer backbone weights (the classifier head is dropped).
+    # Hugging Face file names carry no hash, so only the full SHA-256, once recorded, checks them.
+    'iformer_s_in1k': dict(
+        kind='backbone', task='cls', config=None,
+        url=f'{_IFORMER}/iformer_small.pth',
+        sha256=None, sha256_prefix=None,
+        converter='iformer_official',
+        converter_args={'arch': 's', 'pretrain_img_size': 224},
+        source="official iformer_small (for IFormer arch='s')",
+        metric={'imagenet/top1': 83.4}, license='Apache-2.0'),
+    'iformer_s_384_in1k': dict(
+        kind='backbone', task='cls', config=None,
+        url=f'{_IFORMER}/iformer_small_384.pth',
+        sha256=None, sha256_prefix=None,
+        converter='iformer_official',
+        converter_args={'arch': 's', 'pretrain_img_size': 384},
+        source="official iformer_small_384 (for IFormer arch='s', pretrain_img_size=384)",
+        metric={'imagenet/top1': 84.6}, license='Apache-2.0'),
+    'iformer_b_in1k': dict(
+        kind='backbone', task='cls', config=None,
+        url=f'{_IFORMER}/iformer_base.pth',
+        sha256=None, sha256_prefix=None,
+        converter='iformer_official',
+        converter_args={'arch': 'b', 'pretrain_img_size': 224},
+        source="official iformer_base (for IFormer arch='b')",
+        metric={'imagenet/top1': 84.6}, license='Apache-2.0'),
+    'iformer_b_384_in1k': dict(
+        kind='backbone', task='cls', config=None,
+        url=f'{_IFORMER}/iformer_base_384.pth',
+        sha256=None, sha256_prefix=None,
+        converter='iformer_official',
+        converter_args={'arch': 'b', 'pretrain_img_size': 384},
+        source="official iformer_base_384 (for IFormer arch='b', pretrain_img_size=384)",
+        metric={'imagenet/top1': 85.7}, license='Apache-2.0'),
+    'iformer_l_in1k': dict(
+        kind='backbone', task='cls', config=None,
+        url=f'{_IFORMER}/iformer_large.pth',
+        sha256=None, sha256_prefix=None,
+        converter='iformer_official',
+        converter_args={'arch': 'l', 'pretrain_img_size': 224},
+        source="official iformer_large (for IFormer arch='l')",
+        metric={'imagenet/top1': 84.8}, license='Apache-2.0'),
+    'iformer_l_384_in1k': dict(
+        kind='backbone', task='cls', config=None,
+        url=f'{_IFORMER}/iformer_large_384.pth',
+        sha256=None, sha256_prefix=None,
+        converter='iformer_official',
+        converter_args={'arch': 'l', 'pretrain_img_size': 384},
+        source="official iformer_large_384 (for IFormer arch='l', pretrain_img_size=384)",
+        metric={'imagenet/top1': 85.8}, license='Apache-2.0'),
 }
