@@ -1,4 +1,6 @@
-"""Command line: ``densebox train|test|infer|quickstart``; tools/*.py call the same functions."""
+"""Command line: ``densebox train|test|quickstart`` (``infer``, ``zoo``, ``plot-logs`` live in
+their own modules; the command table and help are in :mod:`densebox.cli_support`);
+tools/*.py call the same functions."""
 import argparse
 import os
 import os.path as osp
@@ -13,18 +15,11 @@ def _add_cfg_options(parser: argparse.ArgumentParser) -> None:
                              "optim_wrapper.optimizer.lr=0.01 'model.bbox_head.num_classes=3'")
 
 
-def _load_config(path: str, cfg_options: Optional[dict], work_dir: Optional[str]):
-    from mmengine.config import Config
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'config file {path} does not exist')
-    cfg = Config.fromfile(path)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    if work_dir is not None:
-        cfg.work_dir = work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
-    return cfg
+def _load_config(config: str, cfg_options: Optional[dict], work_dir: Optional[str]):
+    """Config file, checkout path, recipe name or zoo name -> Config (see
+    :func:`densebox.tools_common.resolve_config`: every tool finds configs the same way)."""
+    from densebox.tools_common import load_tool_config
+    return load_tool_config(config, cfg_options, work_dir)
 
 
 def _build_runner(cfg):
@@ -149,30 +144,19 @@ def quickstart_main(argv: Optional[List[str]] = None) -> dict:
 
 def _find_config(name: str) -> str:
     """Locate a config shipped in the repository's configs/ folder."""
-    candidates = [osp.join('configs', name),
-                  osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', name)]
-    for path in candidates:
-        if osp.isfile(path):
-            return path
-    raise FileNotFoundError(f'config {name} not found in {candidates}; run from the densebox '
-                            'checkout or pass --config')
+    from densebox.tools_common import resolve_config
+    return resolve_config(name)[0]
 
 
 COMMANDS = {'train': train_main, 'test': test_main, 'quickstart': quickstart_main}
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if 'infer' not in COMMANDS:
-        try:
-            from densebox.apis.infer_cli import infer_main
-            COMMANDS['infer'] = infer_main
-        except ImportError:
-            pass
-    if not argv or argv[0] not in COMMANDS:
-        print(f'usage: densebox {{{",".join(COMMANDS)}}} ...', file=sys.stderr)
-        sys.exit(2)
-    COMMANDS[argv[0]](argv[1:])
+    """``densebox <command> ...``: see ``densebox --help``."""
+    from densebox.cli_support import run
+    code = run(argv)
+    if code:
+        sys.exit(code)
 
 
 if __name__ == '__main__':
