@@ -78,13 +78,15 @@ def train_main(argv: Optional[List[str]] = None):
 # ---------------------------------------------------------------------------- test
 def test_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='densebox test', description='Evaluate a checkpoint.')
-    p.add_argument('config')
+    p.add_argument('config', help='config file, recipe name or model-zoo name')
     p.add_argument('checkpoint')
     p.add_argument('--work-dir')
-    p.add_argument('--out', help='write the predictions to this JSON file')
-    p.add_argument('--show-dir', help='draw the predictions into this folder '
-                                      '(relative to the work dir unless absolute)')
-    p.add_argument('--score-thr', type=float, default=0.3, help='score threshold for --show-dir')
+    p.add_argument('--show-dir', help='draw ground truth and prediction side by side into this '
+                                      'folder (relative to the work dir unless absolute)')
+    p.add_argument('--score-thr', type=float, default=0.3,
+                   help='score threshold of --show-dir drawings and --plots confusion matrices')
+    from densebox.test_options import add_test_arguments
+    add_test_arguments(p)  # --out, --out-format, --plots, --tta, --amp, --no-progress
     _add_cfg_options(p)
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -100,11 +102,8 @@ def test_main(argv: Optional[List[str]] = None) -> dict:
     cfg = _load_config(args.config, args.cfg_options, args.work_dir)
     cfg.launcher = args.launcher
     cfg.load_from = args.checkpoint
-    if args.out is not None:
-        evaluators = cfg.test_evaluator
-        evaluators = list(evaluators) if isinstance(evaluators, (list, tuple)) else [evaluators]
-        evaluators.append(dict(type='DumpPredictions', out_file=args.out))
-        cfg.test_evaluator = evaluators
+    from densebox.test_options import apply_test_arguments
+    apply_test_arguments(cfg, args, args.config)
     if args.show_dir is not None:
         cfg.default_hooks.visualization = dict(type='DrawPredictionsHook', out_dir=args.show_dir,
                                                score_thr=args.score_thr)

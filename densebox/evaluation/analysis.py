@@ -267,8 +267,8 @@ class EvaluationPlots(BaseMetric):
             curves = det_pr_curves(dets, gts, len(classes), self.iou_thr)
             matrix = det_confusion_matrix(dets, gts, len(classes), self.score_thr, self.iou_thr)
             axis_names = classes + ['background']
-            what = (f'detection, IoU >= {self.iou_thr:g}; confusion matrix of detections '
-                    f'scoring >= {self.score_thr:g}')
+            what = (f'detection, IoU >= {self.iou_thr:g}; detections scoring >= '
+                    f'{self.score_thr:g}, IoU >= {self.iou_thr:g}')
         elif kinds == {'seg'}:
             matrix = sum(r[1] for r in results).numpy()
             prs = [r[2] for r in results if r[2] is not None]
