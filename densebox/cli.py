@@ -39,7 +39,10 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument('--resume', nargs='?', type=str, const='auto',
                    help='resume from this checkpoint, or, without a value, from the latest '
                         'checkpoint in the work dir')
-    p.add_argument('--amp', action='store_true', help='mixed precision training')
+    p.add_argument('--amp', action='store_true',
+                   help='mixed precision training (float16 with a loss scaler; needs a GPU)')
+    p.add_argument('--tensorboard', action='store_true',
+                   help='also log to TensorBoard (pip install "densebox[tensorboard]")')
     p.add_argument('--auto-scale-lr', action='store_true',
                    help='scale the learning rate with the total batch size')
     _add_cfg_options(p)
@@ -54,7 +57,11 @@ def train_main(argv: Optional[List[str]] = None):
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     cfg = _load_config(args.config, args.cfg_options, args.work_dir)
     cfg.launcher = args.launcher
+    from densebox.tools_common import amp_plan, enable_tensorboard
+    if args.tensorboard:
+        enable_tensorboard(cfg)
     if args.amp:
+        amp_plan('train')  # a clear error instead of mmengine's AssertionError without CUDA
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if args.auto_scale_lr:

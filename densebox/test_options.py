@@ -36,6 +36,9 @@ def add_test_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--amp', action='store_true',
                    help='autocast: float16 on a GPU, bfloat16 on a CPU that has it natively')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
+    p.add_argument('--tensorboard', action='store_true',
+                   help='also log the metrics to TensorBoard (pip install '
+                        '"densebox[tensorboard]")')
 
 
 def model_task(model_cfg) -> str:
@@ -111,6 +114,9 @@ def apply_test_arguments(cfg, args, config_name: str) -> None:
         test_loop = dict(cfg.get('test_cfg') or dict(type='TestLoop'))
         test_loop['fp16'] = True  # mmengine's TestLoop autocasts (bfloat16 on the CPU)
         cfg.test_cfg = test_loop
+    if args.tensorboard:
+        from densebox.tools_common import enable_tensorboard
+        enable_tensorboard(cfg)
     if not args.no_progress:
         hooks = list(cfg.get('custom_hooks') or [])
         hooks.append(dict(type='TestProgressBarHook'))

@@ -17,7 +17,7 @@ import os.path as osp
 from typing import List, Optional, Tuple
 
 __all__ = ['REPO_ROOT', 'CONFIG_DIR', 'find_config_file', 'resolve_config', 'load_tool_config',
-           'config_names', 'cpu_supports_bf16', 'amp_plan']
+           'config_names', 'cpu_supports_bf16', 'amp_plan', 'enable_tensorboard']
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))  # the checkout holding densebox/
 CONFIG_DIR = osp.join(REPO_ROOT, 'configs')
@@ -151,3 +151,26 @@ def amp_plan(purpose: str) -> str:
     raise SystemExit('--amp: torch sees no CUDA GPU and this CPU has no native bfloat16 '
                      '(AVX512-BF16 / AMX), so autocast would only be slower. Run without '
                      '--amp.')
+
+
+# ------------------------------------------------------------------------------ TensorBoard
+def enable_tensorboard(cfg) -> None:
+    """Add mmengine's ``TensorboardVisBackend`` to ``cfg.visualizer`` (``--tensorboard``):
+    losses, learning rate and metrics then also go to ``<work_dir>/<timestamp>/vis_data/``
+    as TensorBoard event files (``tensorboard --logdir work_dirs``).
+
+    Raises:
+        SystemExit: the optional ``tensorboard`` package is missing (``pip install
+        "densebox[tensorboard]"``).
+    """
+    try:
+        import tensorboard  # noqa: F401  (torch.utils.tensorboard needs it)
+    except ImportError:
+        raise SystemExit('--tensorboard needs the tensorboard package: pip install '
+                         '"densebox[tensorboard]" (or pip install tensorboard)') from None
+    visualizer = dict(cfg.get('visualizer') or dict(type='Visualizer', name='visualizer'))
+    backends = list(visualizer.get('vis_backends') or [dict(type='LocalVisBackend')])
+    if not any(b.get('type') == 'TensorboardVisBackend' for b in backends):
+        backends.append(dict(type='TensorboardVisBackend'))
+    visualizer['vis_backends'] = backends
+    cfg.visualizer = visualizer
