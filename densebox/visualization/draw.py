@@ -139,6 +139,17 @@ def _draw_tag(canvas: np.ndarray, text: str, rect: Tuple[int, int, int, int],
                 _text_colour(colour), style.text_thickness, cv2.LINE_AA)
 
 
+def _outline(canvas: np.ndarray, box, colour, width: int) -> None:
+    """A box outline exactly ``width`` pixels wide, inside the box (OpenCV's thick
+    rectangles are 2 * (width // 2) + 1 wide, centred on the edge)."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    colour = tuple(int(c) for c in colour)
+    t = max(1, min(int(width), x2 - x1 + 1, y2 - y1 + 1))
+    for a, b in (((x1, y1), (x2, y1 + t - 1)), ((x1, y2 - t + 1), (x2, y2)),
+                 ((x1, y1), (x1 + t - 1, y2)), ((x2 - t + 1, y1), (x2, y2))):
+        cv2.rectangle(canvas, a, b, colour, thickness=-1)
+
+
 def draw_det(img, bboxes, labels, scores=None, class_names: Optional[Sequence[str]] = None,
              palette=None, score_thr: float = 0.3, line_width: Optional[int] = None,
              font_size: Optional[float] = None, show_labels: bool = True,
@@ -197,9 +208,7 @@ def draw_det(img, bboxes, labels, scores=None, class_names: Optional[Sequence[st
     boxes[:, 0::2] = boxes[:, 0::2].clip(0, width - 1)
     boxes[:, 1::2] = boxes[:, 1::2].clip(0, height - 1)
     for i in order[::-1]:  # drawing is per box by nature
-        x1, y1, x2, y2 = (int(v) for v in boxes[i])
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), tuple(int(c) for c in colours[labels[i]]),
-                      style.line_width)
+        _outline(canvas, boxes[i], colours[labels[i]], style.line_width)
     if not show_labels:
         return canvas
     taken, tags = [], []
