@@ -210,8 +210,9 @@ def inference(inputs: Union[ImageLike, Sequence[ImageLike]], model: Optional[nn.
         color_order: channel order of numpy array inputs: ``'rgb'`` (PIL, imageio,
             matplotlib) or ``'bgr'`` (OpenCV's ``cv2.imread`` / ``VideoCapture``). Files and
             PIL images are always decoded to RGB.
-        score_thr: default drawing threshold of the returned :class:`DetResult`; every
-            detection the model's ``test_cfg`` keeps is returned.
+        score_thr: the display threshold of the returned :class:`DetResult` (what its
+            ``to_dict``, ``to_json``, ``plot`` and ``save`` keep); every detection the
+            model's ``test_cfg`` keeps is still held in its arrays.
         keep_image: keep the RGB input image in the result (for ``plot`` / ``save``).
 
     Returns:
