@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from densebox import zoo
-from densebox.cli_support import SUBCOMMANDS, command, help_text, run
+from densebox.cli_support import SUBCOMMANDS, command, run
 from densebox.tools_common import (REPO_ROOT, amp_plan, enable_tensorboard, load_tool_config,
                                    resolve_config)
 from densebox.version import __version__

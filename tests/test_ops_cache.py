@@ -6,12 +6,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from densebox.ops import _ext
 from densebox.tools_common import REPO_ROOT
