@@ -70,3 +70,14 @@ default_hooks = dict(
     checkpoint=dict(by_epoch=False, interval=max_iters, max_keep_ckpts=1, save_best=None))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)
+
+# Test-time augmentation (densebox test ... --tta --task seg): three scales around the test
+# scale, each also mirrored; class probabilities averaged (SegTTAModel).
+tta_model = dict(type='SegTTAModel')
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale=(s, s), keep_ratio=True) for s in (64, 80, 96)],
+        [dict(type='RandomFlip', prob=0.0), dict(type='RandomFlip', prob=1.0)],
+        [dict(type='LoadAnnotations', with_bbox=False, with_label=False, with_seg=True)],
+        [dict(type='PackSegInputs')]])]

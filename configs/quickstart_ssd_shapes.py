@@ -83,3 +83,14 @@ param_scheduler = [
 default_hooks = dict(logger=dict(interval=20),
                      checkpoint=dict(interval=max_epochs, max_keep_ckpts=1, save_best=None))
 randomness = dict(seed=0)
+
+# Test-time augmentation (densebox test ... --tta): the image and its mirror image, merged
+# by one NMS (DetTTAModel).
+tta_model = dict(type='DetTTAModel')
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale=(input_size, input_size), keep_ratio=False)],
+        [dict(type='RandomFlip', prob=0.0), dict(type='RandomFlip', prob=1.0)],
+        [dict(type='LoadAnnotations')],
+        [dict(type='PackDetInputs')]])]

@@ -24,6 +24,13 @@ test_pipeline = [
     dict(type='LoadAnnotations'),
     dict(type='PackDetInputs'),
 ]
+tta_pipeline = [  # tools/test.py --tta: as the base's, at 320 px
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale=(input_size, input_size), keep_ratio=False)],
+        [dict(type='RandomFlip', prob=0.0), dict(type='RandomFlip', prob=1.0)],
+        [dict(type='LoadAnnotations')],
+        [dict(type='PackDetInputs')]])]
 # 24 images per GPU on 8 GPUs (total 192, auto_scale_lr below); on fewer GPUs use
 # --auto-scale-lr. The dataset is repeated 5x, so 120 "epochs" are 600 passes.
 train_dataloader = dict(batch_size=24, num_workers=4,

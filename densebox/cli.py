@@ -1,4 +1,6 @@
-"""Command line: ``densebox train|test|infer|quickstart``; tools/*.py call the same functions."""
+"""Command line: ``densebox train|test|quickstart`` (``infer``, ``zoo``, ``plot-logs`` live in
+their own modules; the command table and help are in :mod:`densebox.cli_support`);
+tools/*.py call the same functions."""
 import argparse
 import os
 import os.path as osp
@@ -13,18 +15,11 @@ def _add_cfg_options(parser: argparse.ArgumentParser) -> None:
                              "optim_wrapper.optimizer.lr=0.01 'model.bbox_head.num_classes=3'")
 
 
-def _load_config(path: str, cfg_options: Optional[dict], work_dir: Optional[str]):
-    from mmengine.config import Config
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'config file {path} does not exist')
-    cfg = Config.fromfile(path)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    if work_dir is not None:
-        cfg.work_dir = work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
-    return cfg
+def _load_config(config: str, cfg_options: Optional[dict], work_dir: Optional[str]):
+    """Config file, checkout path, recipe name or zoo name -> Config (see
+    :func:`densebox.tools_common.resolve_config`: every tool finds configs the same way)."""
+    from densebox.tools_common import load_tool_config
+    return load_tool_config(config, cfg_options, work_dir)
 
 
 def _build_runner(cfg):
@@ -44,7 +39,10 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument('--resume', nargs='?', type=str, const='auto',
                    help='resume from this checkpoint, or, without a value, from the latest '
                         'checkpoint in the work dir')
-    p.add_argument('--amp', action='store_true', help='mixed precision training')
+    p.add_argument('--amp', action='store_true',
+                   help='mixed precision training (float16 with a loss scaler; needs a GPU)')
+    p.add_argument('--tensorboard', action='store_true',
+                   help='also log to TensorBoard (pip install "densebox[tensorboard]")')
     p.add_argument('--auto-scale-lr', action='store_true',
                    help='scale the learning rate with the total batch size')
     _add_cfg_options(p)
@@ -59,7 +57,11 @@ def train_main(argv: Optional[List[str]] = None):
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     cfg = _load_config(args.config, args.cfg_options, args.work_dir)
     cfg.launcher = args.launcher
+    from densebox.tools_common import amp_plan, enable_tensorboard
+    if args.tensorboard:
+        enable_tensorboard(cfg)
     if args.amp:
+        amp_plan('train')  # a clear error instead of mmengine's AssertionError without CUDA
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if args.auto_scale_lr:
@@ -88,13 +90,15 @@ def train_main(argv: Optional[List[str]] = None):
 # ---------------------------------------------------------------------------- test
 def test_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='densebox test', description='Evaluate a checkpoint.')
-    p.add_argument('config')
+    p.add_argument('config', help='config file, recipe name or model-zoo name')
     p.add_argument('checkpoint')
     p.add_argument('--work-dir')
-    p.add_argument('--out', help='write the predictions to this JSON file')
-    p.add_argument('--show-dir', help='draw the predictions into this folder '
-                                      '(relative to the work dir unless absolute)')
-    p.add_argument('--score-thr', type=float, default=0.3, help='score threshold for --show-dir')
+    p.add_argument('--show-dir', help='draw ground truth and prediction side by side into this '
+                                      'folder (relative to the work dir unless absolute)')
+    p.add_argument('--score-thr', type=float, default=0.3,
+                   help='score threshold of --show-dir drawings and --plots confusion matrices')
+    from densebox.test_options import add_test_arguments
+    add_test_arguments(p)  # --out, --out-format, --plots, --tta, --amp, --no-progress
     _add_cfg_options(p)
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -110,11 +114,8 @@ def test_main(argv: Optional[List[str]] = None) -> dict:
     cfg = _load_config(args.config, args.cfg_options, args.work_dir)
     cfg.launcher = args.launcher
     cfg.load_from = args.checkpoint
-    if args.out is not None:
-        evaluators = cfg.test_evaluator
-        evaluators = list(evaluators) if isinstance(evaluators, (list, tuple)) else [evaluators]
-        evaluators.append(dict(type='DumpPredictions', out_file=args.out))
-        cfg.test_evaluator = evaluators
+    from densebox.test_options import apply_test_arguments
+    apply_test_arguments(cfg, args, args.config)
     if args.show_dir is not None:
         cfg.default_hooks.visualization = dict(type='DrawPredictionsHook', out_dir=args.show_dir,
                                                score_thr=args.score_thr)
@@ -154,30 +155,19 @@ def quickstart_main(argv: Optional[List[str]] = None) -> dict:
 
 def _find_config(name: str) -> str:
     """Locate a config shipped in the repository's configs/ folder."""
-    candidates = [osp.join('configs', name),
-                  osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', name)]
-    for path in candidates:
-        if osp.isfile(path):
-            return path
-    raise FileNotFoundError(f'config {name} not found in {candidates}; run from the densebox '
-                            'checkout or pass --config')
+    from densebox.tools_common import resolve_config
+    return resolve_config(name)[0]
 
 
 COMMANDS = {'train': train_main, 'test': test_main, 'quickstart': quickstart_main}
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if 'infer' not in COMMANDS:
-        try:
-            from densebox.apis.infer_cli import infer_main
-            COMMANDS['infer'] = infer_main
-        except ImportError:
-            pass
-    if not argv or argv[0] not in COMMANDS:
-        print(f'usage: densebox {{{",".join(COMMANDS)}}} ...', file=sys.stderr)
-        sys.exit(2)
-    COMMANDS[argv[0]](argv[1:])
+    """``densebox <command> ...``: see ``densebox --help``."""
+    from densebox.cli_support import run
+    code = run(argv)
+    if code:
+        sys.exit(code)
 
 
 if __name__ == '__main__':

@@ -245,7 +245,7 @@ def test_det_result_dict_plot_save(det_model, tmp_path):
     rgb = _image(4)
     res = inference(rgb, det_model, score_thr=0.2)
     assert np.all(np.diff(res.scores) <= 0)  # sorted
-    d = res.to_dict()
+    d = res.to_dict(score_thr=0)  # every detection; the default is the result's 0.2
     assert json.loads(json.dumps(d)) == d
     assert (d['height'], d['width']) == rgb.shape[:2]
     assert len(d['boxes']) == len(d['scores']) == len(d['label_names']) == len(res)
@@ -320,10 +320,13 @@ def test_seg_inference_result_and_reference(shapes, tmp_path):
     assert np.array_equal(np.array(d['sem_seg']), res.sem_seg)
     assert sum(d['class_pixels'].values()) == 90 * 130
     assert 'sem_seg' not in res.to_dict(with_map=False)
-    drawn = res.plot(alpha=0.5)
+    drawn = res.plot(alpha=0.5, legend='inside')
     assert drawn.shape == rgb.shape and (drawn != rgb).any()
+    beside = res.plot(alpha=0.5)  # the default legend sits below this wide image
+    assert beside.shape[1] == 130 and beside.shape[0] > 90
+    np.testing.assert_array_equal(beside[:90], res.plot(alpha=0.5, legend=False))
     np.testing.assert_array_equal(res.plot(alpha=0.0, legend=False), rgb)
-    saved = cv2.imread(res.save(str(tmp_path / 'seg.png')))
+    saved = cv2.imread(res.save(str(tmp_path / 'seg.png'), legend=False))
     assert saved.shape == rgb.shape
 
 

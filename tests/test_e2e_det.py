@@ -103,6 +103,7 @@ def test_train_save_resume_and_test(tmp_path, shapes_root):
     out = str(tmp_path / 'preds.json')
     metrics = run_test([_tiny_config(tmp_path, shapes_root, 2), osp.join(resumed, 'epoch_2.pth'),
                          '--work-dir', str(tmp_path / 'test'), '--out', out,
+                         '--out-format', 'densebox',  # densebox's own dump (default: COCO)
                          '--show-dir', str(tmp_path / 'drawn'), '--score-thr', '0.0'])
     assert 0.0 <= metrics['coco/bbox_mAP_50'] <= 1.0
     with open(out) as f:

@@ -65,7 +65,7 @@ def test_manifest_entries_are_complete():
     names = zoo.list_models()
     assert {'ssd300_coco_mmdet', 'ssd512_voc_mmdet', 'ssdlite_mobilenetv2_coco_mmdet',
             'ssd300_coco_torchvision', 'resnet18_imagenet_torchvision'} <= set(names)
-    kinds = ('model', 'backbone', 'clip')
+    kinds = zoo.ZOO_KINDS
     assert set().union(*(zoo.list_models(kind) for kind in kinds)) == set(names)
     for name in names:
         entry = zoo.get_entry(name)

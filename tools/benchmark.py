@@ -45,6 +45,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if min(args.batch_sizes) < 1 or args.iters < 1 or args.repeats < 1 or args.warmup < 0:
         parser.error('batch sizes, --iters and --repeats must be >= 1, --warmup >= 0')
+    if args.config is not None:  # found as every tool finds configs, from any folder
+        from densebox.test_options import model_task
+        from densebox.tools_common import load_tool_config, resolve_config
+        args.config = resolve_config(args.config)[0]
+        if model_task(load_tool_config(args.config).model) != 'det':
+            parser.error(f'--config {args.config}: the inference benchmark runs torchvision\'s '
+                         'ssd300_vgg16 and densebox on the same converted weights, so it needs '
+                         'an SSD300 detector config (e.g. configs/ssd300_coco_torchvision.py)')
     return args
 
 

@@ -5,7 +5,12 @@
 
 Same as ``densebox infer``; see ``python tools/infer.py --help``.
 """
-from densebox.apis.infer_cli import infer_main
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, from any folder
+
+from densebox.apis.infer_cli import infer_main  # noqa: E402
 
 if __name__ == '__main__':
     infer_main()

@@ -8,7 +8,7 @@ PIL images) here, and handed to the rest of the pipeline in memory.
 """
 import os
 import threading
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -172,7 +172,8 @@ def _collate(packed: List[dict]) -> dict:
                 data_samples=[p['data_samples'] for p in packed])
 
 
-def _to_result(sample, image, path, meta: dict, score_thr: float, keep_image: bool):
+def _to_result(sample, image, path, meta: dict, score_thr: float, keep_image: bool,
+               frame=None):
     classes = meta.get('classes') or ()
     palette = meta.get('palette')
     shape = image.shape[:2]
@@ -180,10 +181,11 @@ def _to_result(sample, image, path, meta: dict, score_thr: float, keep_image: bo
         pred = sample.pred_instances
         return DetResult(pred.bboxes.float().cpu().numpy(), pred.scores.float().cpu().numpy(),
                          pred.labels.cpu().numpy(), classes, image if keep_image else None,
-                         path, shape, palette, score_thr)
+                         path, shape, palette, score_thr, frame=frame)
     if 'pred_sem_seg' in sample:
         seg = sample.pred_sem_seg.data[0].cpu().numpy()
-        return SegResult(seg, classes, image if keep_image else None, path, palette)
+        return SegResult(seg, classes, image if keep_image else None, path, palette,
+                         frame=frame)
     raise RuntimeError('the model returned neither pred_instances nor pred_sem_seg')
 
 
@@ -204,20 +206,25 @@ def inference(inputs: Union[ImageLike, Sequence[ImageLike]], model: Optional[nn.
     Args:
         inputs: one image or a list of them. An image is a file path, a PIL image or a
             uint8 numpy array (H, W, 3) / (H, W) / (H, W, 4) (alpha dropped); a 4-D array
-            (N, H, W, 3) is N images.
+            (N, H, W, 3) is N images. A stream (a video file such as ``'clip.mp4'``, a
+            camera index such as ``0``, an ``rtsp://`` URL, or a generator / iterator of
+            images) gives a generator of results, one per frame, computed as the frames
+            arrive (:mod:`densebox.apis.streams`).
         model: from :func:`init_model`; None uses the default model
             (:func:`set_default_model` or ``$DENSEBOX_MODEL``).
         batch_size: images per forward pass.
         color_order: channel order of numpy array inputs: ``'rgb'`` (PIL, imageio,
             matplotlib) or ``'bgr'`` (OpenCV's ``cv2.imread`` / ``VideoCapture``). Files and
             PIL images are always decoded to RGB.
-        score_thr: default drawing threshold of the returned :class:`DetResult`; every
-            detection the model's ``test_cfg`` keeps is returned.
+        score_thr: the display threshold of the returned :class:`DetResult` (what its
+            ``to_dict``, ``to_json``, ``plot`` and ``save`` keep); every detection the
+            model's ``test_cfg`` keeps is still held in its arrays.
         keep_image: keep the RGB input image in the result (for ``plot`` / ``save``).
 
     Returns:
-        One :class:`DetResult` / :class:`SegResult` for one image, a list for a list.
-        Boxes and maps are in pixels of the input image.
+        One :class:`DetResult` / :class:`SegResult` for one image, a list for a list, a
+        generator for a stream (results carry the frame index in ``frame``). Boxes and maps
+        are in pixels of the input image.
     """
     if color_order not in ('rgb', 'bgr'):
         raise ValueError(f"color_order must be 'rgb' or 'bgr', got {color_order!r}")
@@ -228,27 +235,56 @@ def inference(inputs: Union[ImageLike, Sequence[ImageLike]], model: Optional[nn.
     if not hasattr(model, 'cfg'):
         raise AttributeError('the model has no .cfg: build it with densebox.init_model(), which '
                              'attaches the config whose test pipeline inference uses')
-    items, single = _split_inputs(inputs)
     loader_cfg, transforms = _pipeline_of(model)
-    backend_args = loader_cfg.get('backend_args')
-    meta = getattr(model, 'dataset_meta', None) or {}
+    run = dict(model=model, transforms=transforms, backend_args=loader_cfg.get('backend_args'),
+               meta=getattr(model, 'dataset_meta', None) or {}, score_thr=score_thr,
+               keep_image=keep_image)
+    from .streams import is_stream, is_video_path, video_frames
+    if is_stream(inputs):
+        if is_video_path(inputs) or isinstance(inputs, (int, np.integer)):
+            source = None if isinstance(inputs, (int, np.integer)) else os.fspath(inputs)
+            return _stream(video_frames(inputs), int(batch_size), 'rgb', run, source)
+        return _stream(iter(inputs), int(batch_size), color_order, run, None)
+    items, single = _split_inputs(inputs)
     results = []
     for start in range(0, len(items), int(batch_size)):
         chunk = items[start:start + int(batch_size)]
-        images, paths, packed = [], [], []
-        for k, item in enumerate(chunk):
-            index = start + k
-            image, path = _load_input(item, color_order, f'input {index}', backend_args)
-            h, w = image.shape[:2]
-            data = transforms(dict(img=image, img_path=path, img_id=index, img_shape=(h, w),
-                                   ori_shape=(h, w)))
-            if data is None:
-                raise RuntimeError(f'the test pipeline dropped input {index}')
-            images.append(image)
-            paths.append(path)
-            packed.append(data)
-        with torch.no_grad():
-            outputs = model.test_step(_collate(packed))
-        for sample, image, path in zip(outputs, images, paths):
-            results.append(_to_result(sample, image, path, meta, score_thr, keep_image))
+        results += _predict(chunk, range(start, start + len(chunk)), color_order, run)
     return results[0] if single else results
+
+
+def _predict(chunk: list, indices, color_order: str, run: dict, source=None,
+             frames=None) -> list:
+    """Results of one batch of inputs (``indices`` name them in error messages)."""
+    images, paths, packed = [], [], []
+    for item, index in zip(chunk, indices):
+        image, path = _load_input(item, color_order, f'input {index}', run['backend_args'])
+        h, w = image.shape[:2]
+        data = run['transforms'](dict(img=image, img_path=path or source, img_id=index,
+                                      img_shape=(h, w), ori_shape=(h, w)))
+        if data is None:
+            raise RuntimeError(f'the test pipeline dropped input {index}')
+        images.append(image)
+        paths.append(path or source)
+        packed.append(data)
+    with torch.no_grad():
+        outputs = run['model'].test_step(_collate(packed))
+    frames = frames if frames is not None else [None] * len(chunk)
+    return [_to_result(sample, image, path, run['meta'], run['score_thr'], run['keep_image'],
+                       frame)
+            for sample, image, path, frame in zip(outputs, images, paths, frames)]
+
+
+def _stream(frames: Iterator, batch_size: int, color_order: str, run: dict,
+            source: Optional[str]) -> Iterator:
+    """Results of a stream, one per frame, ``batch_size`` frames per forward pass; each
+    result's ``frame`` is its index in the stream (and ``path`` the video, if any)."""
+    chunk, indices = [], []
+    for index, frame in enumerate(frames):
+        chunk.append(frame)
+        indices.append(index)
+        if len(chunk) == batch_size:
+            yield from _predict(chunk, indices, color_order, run, source, frames=indices)
+            chunk, indices = [], []
+    if chunk:
+        yield from _predict(chunk, indices, color_order, run, source, frames=indices)

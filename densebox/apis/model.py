@@ -37,12 +37,10 @@ def resolve_device(device: Union[str, torch.device, None] = 'auto') -> torch.dev
 
 
 def _find_repo_config(path: str) -> Optional[str]:
-    """A config path as given, or relative to the densebox checkout (``configs/...``)."""
-    if osp.isfile(path):
-        return path
-    repo_root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-    candidate = osp.join(repo_root, path)
-    return candidate if osp.isfile(candidate) else None
+    """A config path as given, relative to the densebox checkout (``configs/...``) or a
+    recipe name (:func:`densebox.tools_common.find_config_file`)."""
+    from densebox.tools_common import find_config_file
+    return find_config_file(path)
 
 
 def load_config(config: Union[str, os.PathLike, Config, dict],
@@ -205,23 +203,22 @@ def init_model(config: Union[str, os.PathLike, Config, dict],
     """
     from densebox.registry import MODELS, register_all_modules
     register_all_modules()
-    zoo_entry = None
-    if isinstance(config, (str, os.PathLike)) and _find_repo_config(str(config)) is None:
+    zoo_name = None
+    if isinstance(config, (str, os.PathLike)):
+        from densebox.tools_common import resolve_config
+        config, _, zoo_name = resolve_config(str(config))  # zoo names and recipe names too
+    if zoo_name is not None:
         from densebox import zoo
-        if str(config) not in zoo.list_models():
-            raise FileNotFoundError(
-                f'{config!r} is neither a config file nor a model-zoo name. Zoo models: '
-                f'{", ".join(zoo.list_models())}')
-        zoo_entry = zoo.get_entry(str(config))
+        zoo_entry = zoo.get_entry(zoo_name)
         if zoo_entry.get('kind', 'model') != 'model':
-            raise ValueError(f'zoo entry {config!r} holds {zoo_entry["kind"]} weights, not a '
+            raise ValueError(f'zoo entry {zoo_name!r} holds {zoo_entry["kind"]} weights, not a '
                              'whole model; use densebox.zoo.get_checkpoint() and a config '
                              'that initialises from it')
         options = dict(zoo_entry.get('cfg_options') or {})
         options.update(cfg_options or {})
-        cfg = load_config(zoo_entry['config'], options)
+        cfg = load_config(config, options)
         if checkpoint is None:
-            checkpoint = zoo.get_checkpoint(str(config), download=download,
+            checkpoint = zoo.get_checkpoint(zoo_name, download=download,
                                             allow_unverified=allow_unverified)
     else:
         cfg = load_config(config, cfg_options)

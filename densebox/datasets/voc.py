@@ -29,11 +29,6 @@ VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', '
                'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant',
                'sheep', 'sofa', 'train', 'tvmonitor')
 
-VOC_PALETTE = [(106, 0, 228), (119, 11, 32), (165, 42, 42), (0, 0, 192), (197, 226, 255),
-               (0, 60, 100), (0, 0, 142), (255, 77, 255), (153, 69, 1), (120, 166, 157),
-               (0, 182, 199), (0, 226, 252), (182, 182, 255), (0, 0, 230), (220, 20, 60),
-               (163, 255, 0), (0, 82, 0), (3, 95, 161), (0, 80, 100), (183, 130, 88)]
-
 
 def voc_box_to_xyxy(xmin: float, ymin: float, xmax: float, ymax: float) -> List[float]:
     """A VOC ``<bndbox>`` (1-based inclusive pixel indices) -> densebox xyxy (pixel edges)."""
@@ -81,7 +76,8 @@ class VOCDataset(BaseDetDataset):
     concatenate without ``ignore_keys``.
     """
 
-    METAINFO = dict(classes=VOC_CLASSES, palette=VOC_PALETTE, dataset_type='VOC')
+    # palette None: the VOC segmentation colours of these classes (known_palette)
+    METAINFO = dict(classes=VOC_CLASSES, palette=None, dataset_type='VOC')
 
     def __init__(self,
                  data_root: str = '',

@@ -3,8 +3,10 @@
 The C++ (CPU) and CUDA kernels in ``csrc/`` are compiled on first use with
 ``torch.utils.cpp_extension.load`` and cached in
 ``$DENSEBOX_OPS_CACHE`` (default ``~/.cache/densebox/ops``), one folder per torch version,
-CUDA version, Python version, build kind and hash of the sources and flags, so a second
-process only imports the built library. The CUDA kernels are built only when
+CUDA version, Python version, build kind and hash of the sources' content and flags. The
+folder holds its own copy of the sources and a lock, so processes and checkouts with the
+same sources share one build: one compiles (saying so on stderr, with how long it took last
+time), the others wait for it, and later ones only import the built library. The CUDA kernels are built only when
 ``torch.cuda.is_available()`` and an nvcc is found; the CPU build needs no CUDA at all.
 
 ``DENSEBOX_OPS`` chooses the backend:
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import re
@@ -115,12 +118,18 @@ def _cuda_arch_list() -> str:
     return DEFAULT_CUDA_ARCH
 
 
-def build_tag(with_cuda: bool) -> str:
-    """Name of the build folder: versions, build kind and a hash of sources and flags."""
-    files = CPU_SOURCES + HEADERS + (CUDA_SOURCES if with_cuda else ())
+def _source_files(with_cuda: bool) -> tuple:
+    return CPU_SOURCES + HEADERS + (CUDA_SOURCES if with_cuda else ())
+
+
+def build_tag(with_cuda: bool, csrc: Path | None = None) -> str:
+    """Name of the build folder: versions, build kind and a hash of the sources' CONTENT
+    and the flags. The sources' location does not enter it, so every checkout (and every
+    process) with the same sources shares one build."""
+    csrc = CSRC if csrc is None else Path(csrc)
     digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(name.encode() + b'\0' + (CSRC / name).read_bytes() + b'\0')
+    for name in sorted(_source_files(with_cuda)):
+        digest.update(name.encode() + b'\0' + (csrc / name).read_bytes() + b'\0')
     digest.update(repr((CFLAGS, CUDA_CFLAGS)).encode())
     cuda = f'cu{torch.version.cuda}' if torch.version.cuda else 'nocuda'
     kind = f'cuda-sm{_cuda_arch_list()}' if with_cuda else 'cpu'
@@ -167,8 +176,117 @@ def _first_error(exc: BaseException) -> str:
     return lines[0][:300] if lines else type(exc).__name__
 
 
+def _notice(message: str) -> None:
+    """One line on stderr: what densebox is doing while the user waits."""
+    print(f'densebox.ops: {message}', file=sys.stderr, flush=True)
+
+
+_TYPICAL_SECONDS = {False: '15-60 s', True: '30-120 s'}  # C++ / C++ and CUDA, 2-16 cores
+_TIMES_FILE = 'build_seconds.json'
+
+
+def _last_build_seconds(with_cuda: bool) -> float | None:
+    try:
+        data = json.loads((cache_root() / _TIMES_FILE).read_text())
+        value = data.get('cuda' if with_cuda else 'cpu')
+        return float(value) if isinstance(value, (int, float)) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _remember_build_seconds(with_cuda: bool, seconds: float) -> None:
+    path = cache_root() / _TIMES_FILE
+    with contextlib.suppress(OSError, ValueError):
+        try:
+            data = json.loads(path.read_text())
+            data = data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            data = {}
+        data['cuda' if with_cuda else 'cpu'] = round(seconds, 1)
+        tmp = path.with_name(f'{path.name}.{os.getpid()}.tmp')
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+
+
+def _stage_sources(build_dir: Path, with_cuda: bool) -> Path:
+    """Copy the sources into ``build_dir/src`` (once: the folder name is their hash) and
+    return that folder. Compiling from there keeps the paths in the ninja file the same for
+    every checkout, so ninja never sees a changed command and rebuilds."""
+    src = build_dir / 'src'
+    src.mkdir(exist_ok=True)
+    for name in _source_files(with_cuda):
+        target = src / name
+        data = (CSRC / name).read_bytes()
+        if target.is_file() and target.read_bytes() == data:
+            continue  # rewriting would touch its mtime and make ninja rebuild
+        tmp = target.with_name(f'.{name}.{os.getpid()}.tmp')
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    return src
+
+
+def _cuda_description(cuda_home: Path) -> str:
+    """Which toolkit the CUDA build uses: CUDA_HOME, nvcc (and its release), libcudart."""
+    import subprocess
+    nvcc = cuda_home / 'bin' / 'nvcc'
+    release = 'version unknown'
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run([str(nvcc), '--version'], capture_output=True, text=True,
+                             timeout=30).stdout
+        match = re.search(r'release ([0-9.]+)', out)
+        if match:
+            release = f'release {match.group(1)}'
+    libs = [cuda_home / 'lib64' / 'libcudart.so', cuda_home / 'lib' / 'libcudart.so',
+            *sorted(cuda_home.glob('targets/*/lib/libcudart.so'))]
+    cudart = next((str(p) for p in libs if p.exists()), 'libcudart.so NOT FOUND')
+    return (f'CUDA_HOME={cuda_home}, nvcc={nvcc} ({release}), libcudart={cudart}, '
+            f'arch {_cuda_arch_list()} (torch built with CUDA {torch.version.cuda})')
+
+
+def _compile_and_load(cpp_extension, name: str, sources: list, src: Path, build_dir: Path,
+                      with_cuda: bool, verbose: bool) -> Ops:
+    """``cpp_extension.load`` (ninja: compiles what is out of date, then loads the library)
+    and the operator namespace it registered."""
+    cpp_extension.load(
+        name=name,
+        sources=sources,
+        extra_cflags=list(CFLAGS) + (['-DDENSEBOX_WITH_CUDA'] if with_cuda else []),
+        extra_cuda_cflags=list(CUDA_CFLAGS) + ['-DDENSEBOX_WITH_CUDA'],
+        extra_include_paths=[str(src)],
+        build_directory=str(build_dir),
+        with_cuda=with_cuda,
+        is_python_module=False,  # operators registered with TORCH_LIBRARY
+        verbose=verbose,
+    )
+    ops = getattr(torch.ops, name)
+    ops.with_cuda()  # fails here, inside the logged block, if registration is broken
+    return ops
+
+
+@contextlib.contextmanager
+def _build_lock(build_dir: Path, what: str):
+    """Hold ``build_dir/densebox.lock`` (an OS lock: released if its holder dies) so that
+    one process compiles and the others wait for it and then load its result."""
+    from filelock import FileLock, Timeout
+    lock = FileLock(str(build_dir / 'densebox.lock'))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        _notice(f'another process is building the {what} in {build_dir}; waiting for it')
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def build(with_cuda: bool, verbose: bool = False) -> Ops:
     """Compile (or reuse the cached build of) the extension and import it.
+
+    The build folder is named by :func:`build_tag` (the sources' content, not their path),
+    holds its own copy of the sources and is locked while it is built, so several
+    processes and checkouts share one build: the first compiles (printing one line that
+    says so and about how long it takes), the others wait and load it.
 
     Args:
         with_cuda (bool): also compile the CUDA kernels (needs nvcc, not a GPU).
@@ -180,7 +298,7 @@ def build(with_cuda: bool, verbose: bool = False) -> Ops:
 
     Raises:
         ExtensionBuildError: no compiler / nvcc, or the build failed; the message names the
-            build log.
+            build log (and, for CUDA, the toolkit that was used).
     """
     cxx = os.environ.get('CXX', 'c++')
     if shutil.which(cxx) is None:
@@ -198,35 +316,44 @@ def build(with_cuda: bool, verbose: bool = False) -> Ops:
         raise ExtensionBuildError(f'cannot create the build folder {build_dir} ({error}); '
                                   f'point {ENV_CACHE} at a writable folder') from error
     log_path = build_dir / 'build.log'
-    sources = [str(CSRC / s) for s in CPU_SOURCES + (CUDA_SOURCES if with_cuda else ())]
     name = f"densebox_ops_{'cuda' if with_cuda else 'cpu'}_{tag.rsplit('_', 1)[-1]}"
+    what = 'C++ and CUDA kernels' if with_cuda else 'C++ kernels'
+    toolkit = ''  # which CUDA toolkit, said before a CUDA compile and in its failure
     start = time.perf_counter()
-    with _build_env(with_cuda, cuda_home) as cpp_extension:
+    with _build_lock(build_dir, what), _build_env(with_cuda, cuda_home) as cpp_extension:
+        compiling = not (build_dir / f'{name}.so').is_file()
+        if compiling:
+            last = _last_build_seconds(with_cuda)
+            took = (f'about {last:.0f} s last time here' if last is not None
+                    else f'typically {_TYPICAL_SECONDS[with_cuda]}')
+            _notice(f'compiling the {what} (once per torch / source version; {took}); '
+                    f'cached in {build_dir}')
+            if with_cuda:
+                toolkit = _cuda_description(cuda_home)
+                _notice(f'CUDA build with {toolkit}')
+        src = _stage_sources(build_dir, with_cuda)
+        sources = [str(src / s) for s in CPU_SOURCES + (CUDA_SOURCES if with_cuda else ())]
         try:
-            library = cpp_extension.load(
-                name=name,
-                sources=sources,
-                extra_cflags=list(CFLAGS) + (['-DDENSEBOX_WITH_CUDA'] if with_cuda else []),
-                extra_cuda_cflags=list(CUDA_CFLAGS) + ['-DDENSEBOX_WITH_CUDA'],
-                extra_include_paths=[str(CSRC)],
-                build_directory=str(build_dir),
-                with_cuda=with_cuda,
-                is_python_module=False,  # operators registered with TORCH_LIBRARY
-                verbose=verbose,
-            )
-            ops = getattr(torch.ops, name)
-            ops.with_cuda()  # fails here, inside the logged block, if registration is broken
+            ops = _compile_and_load(cpp_extension, name, sources, src, build_dir, with_cuda,
+                                    verbose)
         except Exception as exc:  # compiler errors arrive as RuntimeError with the output
+            if with_cuda and not toolkit:
+                toolkit = _cuda_description(cuda_home)
             log_path.write_text(
                 f'densebox.ops build of {name} in {build_dir}\n'
                 f"CUDA_HOME={os.environ.get('CUDA_HOME')} "
-                f"TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST')}\n\n"
+                f"TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST')}\n"
+                + (f'{toolkit}\n' if toolkit else '') + '\n'
                 + ''.join(traceback.format_exception(exc)))
-            raise ExtensionBuildError(f'building {name} failed: {_first_error(exc)}',
+            cause = f' ({toolkit})' if with_cuda else ''
+            raise ExtensionBuildError(f'building {name} failed: {_first_error(exc)}{cause}',
                                       log_path) from exc
     seconds = time.perf_counter() - start
+    if compiling:
+        _remember_build_seconds(with_cuda, seconds)
+        _notice(f'built the {what} in {seconds:.0f} s')
     with contextlib.suppress(OSError):
-        log_path.write_text(f'densebox.ops: {library} loaded as torch.ops.{name} '
+        log_path.write_text(f'densebox.ops: {build_dir / name}.so loaded as torch.ops.{name} '
                             f'({seconds:.1f} s including any compilation)\n')
     return ops
 

@@ -184,7 +184,8 @@ class AutotunedConv2d(nn.Conv2d):
 
     Shapes: input (B, C_in, H, W) -> output (B, C_out, H', W'), as ``nn.Conv2d``.
     :func:`autotune_cpu_convs` turns existing convs into this class in place; it adds no
-    parameter or buffer, only ``kernel_choice`` (:func:`size_class` of the input -> kernel).
+    parameter or buffer, only ``kernel_choice`` (:func:`size_class` of the input -> kernel)
+    and ``tuning_group`` (the model's :class:`TuningGroup`, which announces the timing).
     """
 
     kernel_choice: Dict[Tuple, str]
@@ -220,7 +221,11 @@ class AutotunedConv2d(nn.Conv2d):
                     f'area 2^{area_bits}')
         choice = store.get(file_key) if store is not None else None
         if choice is None:
+            start = time.perf_counter()
             choice = self._time_kernels(x)
+            group = getattr(self, 'tuning_group', None)
+            if group is not None:
+                group.timed(self, tuple(x.shape), time.perf_counter() - start, store)
             if store is not None:
                 store.put(file_key, choice)
         return choice
@@ -243,6 +248,29 @@ class AutotunedConv2d(nn.Conv2d):
         return 'nnpack' if nnpack_s < NNPACK_MIN_GAIN * aten_s else 'aten'
 
 
+class TuningGroup:
+    """The autotuned convs of one model. When the model's first conv times its kernels (a
+    new input size) it says so in one line on stderr with an upper estimate of how long the
+    whole model's timing takes (its own time for each conv: later maps are smaller), so a
+    slow first call is never a silent one."""
+
+    def __init__(self, first: nn.Module, size: int):
+        self.first = first
+        self.size = size
+
+    def timed(self, conv: nn.Module, shape: Tuple[int, ...], seconds: float, store) -> None:
+        """Called by each conv after timing its kernels on an input of ``shape``
+        (B, C, H, W); only the model's first conv speaks."""
+        if conv is not self.first:
+            return
+        import sys
+        where = f'remembered in {store.path}' if store is not None else 'not remembered'
+        print(f'densebox: timing ATen and NNPACK kernels of {self.size} CPU convs for input '
+              f"{'x'.join(map(str, shape))} with {torch.get_num_threads()} thread(s) (once "
+              f'per input size; at most about {max(1.0, seconds * self.size):.0f} s; {where}; '
+              'DENSEBOX_CPU_CONV=aten skips it)', file=sys.stderr, flush=True)
+
+
 def is_eligible(conv: nn.Module) -> bool:
     """Whether ``conv`` is a conv NNPACK can run: an ``nn.Conv2d`` with a 3x3 kernel,
     stride 1, dilation 1, one group and integer zero padding."""
@@ -261,15 +289,17 @@ def autotune_cpu_convs(model: nn.Module) -> int:
     """
     if not nnpack_available():
         return 0
-    swapped = 0
-    for module in model.modules():
-        if type(module) is nn.Conv2d and is_eligible(module):
-            module.__class__ = AutotunedConv2d
-            module.kernel_choice = {}
-            swapped += 1
-    return swapped
+    convs = [m for m in model.modules() if type(m) is nn.Conv2d and is_eligible(m)]
+    if not convs:
+        return 0
+    group = TuningGroup(convs[0], len(convs))
+    for module in convs:
+        module.__class__ = AutotunedConv2d
+        module.kernel_choice = {}
+        module.tuning_group = group
+    return len(convs)
 
 
-__all__ = ['AutotunedConv2d', 'ChoiceFile', 'autotune_cpu_convs', 'choice_file', 'cpu_conv_mode',
-           'cpu_name', 'is_eligible', 'nnpack_available', 'size_class', 'ENV_CPU_CONV',
-           'ENV_CPU_CONV_CACHE']
+__all__ = ['AutotunedConv2d', 'ChoiceFile', 'TuningGroup', 'autotune_cpu_convs', 'choice_file',
+           'cpu_conv_mode', 'cpu_name', 'is_eligible', 'nnpack_available', 'size_class',
+           'ENV_CPU_CONV', 'ENV_CPU_CONV_CACHE']

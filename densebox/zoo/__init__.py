@@ -11,7 +11,7 @@ Recipes name their backbones' starting points as ``zoo://NAME`` checkpoints
 (:mod:`densebox.zoo.starting_points`); importing this package registers that scheme.
 """
 from .converters import CONVERTERS, get_converter
-from .hub import (ALLOW_DOWNLOAD_ENV, HOME_ENV, ChecksumError, cache_dir, clear_cache,
+from .hub import (ALLOW_DOWNLOAD_ENV, HOME_ENV, ZOO_KINDS, ChecksumError, cache_dir, clear_cache,
                   get_checkpoint, get_entry, list_models, register_model, sha256_file,
                   source_path)
 from .manifest import MANIFEST
@@ -20,7 +20,7 @@ from .starting_points import (StartingPointMissing, check_starting_points,
 
 register_zoo_scheme()
 
-__all__ = ['MANIFEST', 'CONVERTERS', 'get_converter', 'ALLOW_DOWNLOAD_ENV', 'HOME_ENV',
+__all__ = ['MANIFEST', 'CONVERTERS', 'get_converter', 'ALLOW_DOWNLOAD_ENV', 'HOME_ENV', 'ZOO_KINDS',
            'ChecksumError', 'cache_dir', 'clear_cache', 'get_checkpoint', 'get_entry',
            'list_models', 'register_model', 'sha256_file', 'source_path', 'StartingPointMissing',
            'check_starting_points', 'find_starting_points', 'register_zoo_scheme']

@@ -25,12 +25,13 @@ from typing import List, Optional
 
 from .manifest import MANIFEST
 
-__all__ = ['ChecksumError', 'clear_cache', 'cache_dir', 'list_models', 'get_entry', 'register_model', 'sha256_file',
+__all__ = ['ZOO_KINDS', 'ChecksumError', 'clear_cache', 'cache_dir', 'list_models', 'get_entry', 'register_model', 'sha256_file',
            'get_checkpoint', 'source_path', 'ALLOW_DOWNLOAD_ENV', 'HOME_ENV']
 
 HOME_ENV = 'DENSEBOX_HOME'
 ALLOW_DOWNLOAD_ENV = 'DENSEBOX_ALLOW_DOWNLOAD'
 _REQUIRED = ('kind', 'url', 'converter')
+ZOO_KINDS = ('model', 'backbone', 'clip')  # whole models, backbone init weights, CLIP models
 
 
 def cache_dir() -> str:

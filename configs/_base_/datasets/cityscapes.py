@@ -55,3 +55,16 @@ val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 #                  dict(type='CityscapesMetric', output_dir='work_dirs/cityscapes_val',
 #                       keep_results=False)]
 test_evaluator = val_evaluator
+
+# Test-time augmentation (tools/test.py --tta), as MMSegmentation's: the test scale (2048, 1024) times 0.5 to 1.75, each
+# also mirrored; the class probabilities of the 12 views are averaged (SegTTAModel).
+img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+tta_model = dict(type='SegTTAModel')
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale=(int(2048 * r), int(1024 * r)), keep_ratio=True)
+         for r in img_ratios],
+        [dict(type='RandomFlip', prob=0.0), dict(type='RandomFlip', prob=1.0)],
+        [dict(type='LoadAnnotations', with_bbox=False, with_label=False, with_seg=True)],
+        [dict(type='PackSegInputs')]])]

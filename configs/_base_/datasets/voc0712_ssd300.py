@@ -65,3 +65,15 @@ test_dataloader = val_dataloader
 # VOC2007 test: 11-point interpolated AP at IoU 0.5, 'difficult' objects ignored.
 val_evaluator = dict(type='VOCMetric', iou_thr=0.5, eval_mode='11points')
 test_evaluator = val_evaluator
+
+# Test-time augmentation (tools/test.py --tta): the image and its mirror image; the
+# detections of both go through one NMS (DetTTAModel: IoU and max_per_img of the model's
+# test_cfg). The SSD papers report single-view results; this is an extra, not the recipe.
+tta_model = dict(type='DetTTAModel')
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale=(input_size, input_size), keep_ratio=False)],
+        [dict(type='RandomFlip', prob=0.0), dict(type='RandomFlip', prob=1.0)],
+        [dict(type='LoadAnnotations')],
+        [dict(type='PackDetInputs')]])]

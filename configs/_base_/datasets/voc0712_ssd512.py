@@ -31,3 +31,15 @@ train_dataloader = dict(dataset=dict(dataset=dict(datasets=[
 ])))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
+
+# Test-time augmentation (tools/test.py --tta): the image and its mirror image; the
+# detections of both go through one NMS (DetTTAModel: IoU and max_per_img of the model's
+# test_cfg). The SSD papers report single-view results; this is an extra, not the recipe.
+tta_model = dict(type='DetTTAModel')
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale=(input_size, input_size), keep_ratio=False)],
+        [dict(type='RandomFlip', prob=0.0), dict(type='RandomFlip', prob=1.0)],
+        [dict(type='LoadAnnotations')],
+        [dict(type='PackDetInputs')]])]

@@ -5,7 +5,8 @@ from .geometric import Expand, MinIoURandomCrop, RandomFlip, Resize
 from .loading import LoadAnnotations, LoadImageFromFile
 from .photometric import PhotoMetricDistortion
 from .seg_transforms import RandomCrop, RandomResize, SegPad
+from .tta import TestTimeAug
 
 __all__ = ['Albu', 'PackDetInputs', 'PackSegInputs', 'Expand', 'MinIoURandomCrop', 'RandomFlip',
            'Resize', 'LoadAnnotations', 'LoadImageFromFile', 'PhotoMetricDistortion',
-           'RandomCrop', 'RandomResize', 'SegPad']
+           'RandomCrop', 'RandomResize', 'SegPad', 'TestTimeAug']
