@@ -4,10 +4,12 @@ from .checkpoint import (SAFE_GLOBALS, UnsafeCheckpointError, atomic_save_checkp
                          install_safe_checkpointing, remove_stale_temp_files, safe_torch_load)
 from .checkpoint_hook import CheckpointHook
 from .hooks import DrawPredictionsHook
+from .loops import EpochBasedTrainLoop, IterBasedTrainLoop
 from .nonfinite import NonFiniteLossError, NonFiniteLossHook
 
 install_safe_checkpointing()
 
 __all__ = ['SAFE_GLOBALS', 'UnsafeCheckpointError', 'atomic_save_checkpoint',
            'install_safe_checkpointing', 'remove_stale_temp_files', 'safe_torch_load',
-           'CheckpointHook', 'DrawPredictionsHook', 'NonFiniteLossError', 'NonFiniteLossHook']
+           'CheckpointHook', 'DrawPredictionsHook', 'EpochBasedTrainLoop', 'IterBasedTrainLoop',
+           'NonFiniteLossError', 'NonFiniteLossHook']
