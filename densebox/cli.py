@@ -59,6 +59,8 @@ def train_main(argv: Optional[List[str]] = None):
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     cfg = _load_config(args.config, args.cfg_options, args.work_dir)
     cfg.launcher = args.launcher
+    from densebox.engine.launch import init_distributed
+    init_distributed(args.launcher, cfg)  # also on CPU (gloo)
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
@@ -104,6 +106,8 @@ def test_main(argv: Optional[List[str]] = None) -> dict:
         raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
     cfg = _load_config(args.config, args.cfg_options, args.work_dir)
     cfg.launcher = args.launcher
+    from densebox.engine.launch import init_distributed
+    init_distributed(args.launcher, cfg)  # also on CPU (gloo)
     cfg.load_from = args.checkpoint
     if args.out is not None:
         evaluators = cfg.test_evaluator

@@ -13,7 +13,9 @@ both names in its own scope (configs with ``default_scope = 'densebox'`` get the
   same way (single process, ``num_workers=0``; worker processes are seeded per epoch by
   mmengine's ``worker_init_fn``, so their draws after a mid-epoch resume differ);
 - validation runs with the training random state saved and put back, so validating does not
-  change how training continues (and a run resumed after a validation matches one that ran it).
+  change how training continues (and a run resumed after a validation matches one that ran it);
+  with several processes, rank 0's BatchNorm statistics (the checkpoint's) are sent to all
+  ranks first, so the gathered metric is the checkpoint's.
 
 At the start of a run the temporary files of a killed checkpoint save are removed, and a
 ``last_checkpoint`` pointer that names a missing file (a kill between deleting and writing)
@@ -30,8 +32,9 @@ from typing import Optional
 import numpy as np
 import torch
 from mmengine.dataset import InfiniteSampler
-from mmengine.dist import barrier, get_dist_info, is_main_process
+from mmengine.dist import barrier, broadcast, get_dist_info, is_main_process
 from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
 from mmengine.runner import EpochBasedTrainLoop as MMEngineEpochLoop
 from mmengine.runner import IterBasedTrainLoop as MMEngineIterLoop
 from mmengine.runner.loops import _InfiniteDataloaderIterator
@@ -202,6 +205,14 @@ class _ResumableMixin:
             self.pending_rng_state = None
 
     def _validate(self) -> None:
+        if get_dist_info()[1] > 1:
+            # DDP keeps each process's own BatchNorm statistics; validate, on every process,
+            # the model the checkpoint holds (rank 0's), so that the gathered metric is that
+            # checkpoint's.
+            model = self.runner.model
+            model = model.module if is_model_wrapper(model) else model
+            for buffer in model.buffers():
+                broadcast(buffer, src=0)
         with preserved_rng_state() as state:
             self._rng_outside_val = state
             try:
