@@ -10,7 +10,10 @@ def _add_cfg_options(parser: argparse.ArgumentParser) -> None:
     from mmengine.config import DictAction
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                         help='override config entries, e.g. train_dataloader.batch_size=8 '
-                             "optim_wrapper.optimizer.lr=0.01 'model.bbox_head.num_classes=3'")
+                             "optim_wrapper.optimizer.lr=0.01 'model.bbox_head.num_classes=3'. "
+                             'A key that is not in the config is an error listing close '
+                             'matches (max_epochs -> train_cfg.max_epochs); write +key=value '
+                             'to add a new key on purpose')
 
 
 def _load_config(path: str, cfg_options: Optional[dict], work_dir: Optional[str]):
@@ -18,6 +21,8 @@ def _load_config(path: str, cfg_options: Optional[dict], work_dir: Optional[str]
     if not osp.isfile(path):
         raise FileNotFoundError(f'config file {path} does not exist')
     cfg = Config.fromfile(path)
+    from densebox.engine.config_check import check_cfg_options
+    cfg_options = check_cfg_options(cfg, cfg_options, path)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     if work_dir is not None:
@@ -27,11 +32,13 @@ def _load_config(path: str, cfg_options: Optional[dict], work_dir: Optional[str]
     return cfg
 
 
-def _build_runner(cfg):
+def _build_runner(cfg, check_keys=None):
     from mmengine.runner import Runner
 
+    from densebox.engine.config_check import check_config
     from densebox.registry import register_all_modules
     register_all_modules()
+    check_config(cfg, check_keys)  # misspelt types / arguments fail here, not after an epoch
     return Runner.from_cfg(cfg)
 
 
@@ -98,6 +105,11 @@ def test_parser() -> argparse.ArgumentParser:
     return p
 
 
+# What `test` builds: the training parts of a config are not checked for it.
+TEST_KEYS = ('model', 'test_dataloader', 'test_evaluator', 'test_cfg', 'default_hooks',
+             'custom_hooks', 'visualizer')
+
+
 def test_main(argv: Optional[List[str]] = None) -> dict:
     args = test_parser().parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -117,7 +129,7 @@ def test_main(argv: Optional[List[str]] = None) -> dict:
     if args.show_dir is not None:
         cfg.default_hooks.visualization = dict(type='DrawPredictionsHook', out_dir=args.show_dir,
                                                score_thr=args.score_thr)
-    runner = _build_runner(cfg)
+    runner = _build_runner(cfg, TEST_KEYS)
     return runner.test()
 
 
