@@ -122,3 +122,20 @@ def test_mid_epoch_resume_trains_the_same_number_of_steps(tmp_path):
     runner.train()
     assert runner.iter == 12 and runner.epoch == 3
     assert not (tmp_path / 'r' / 'iter_13.pth').exists()
+
+
+def test_a_dangling_last_checkpoint_pointer_resumes_from_the_newest_file(tmp_path):
+    """A kill between mmengine deleting an old checkpoint and writing last_checkpoint leaves
+    it naming a file that is gone; resume then takes the newest checkpoint there."""
+    straight = tmp_path / 'straight'
+    _runner(straight, 'epoch', name=f'{tmp_path.name}_s').train()
+    work = tmp_path / 'work'
+    work.mkdir()
+    for name in ('iter_5.pth', 'iter_6.pth'):
+        (work / name).write_bytes((straight / name).read_bytes())
+    (work / 'last_checkpoint').write_text(str(work / 'iter_7.pth'))  # not there
+    runner = _runner(work, 'epoch', name=f'{tmp_path.name}_r')
+    runner._resume = True  # --resume without a path
+    runner.train()
+    assert (work / 'last_checkpoint').read_text().endswith('iter_12.pth')
+    _assert_same(_final_state(work, 'iter_12.pth'), _final_state(straight, 'iter_12.pth'))
