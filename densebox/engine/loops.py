@@ -288,11 +288,15 @@ class IterBasedTrainLoop(_ResumableMixin, MMEngineIterLoop):
         super().__init__(runner, dataloader, max_iters, val_begin, val_interval,
                          dynamic_intervals)
         self._setup_resume()
+        # mmengine made an iterator already, before the batch sampler was wrapped; with
+        # workers it has also prefetched indices (from InfiniteSampler's one generator). Drop
+        # it (and a persistent-workers loader's cached one), start the sampler's generator
+        # again, and let run() make the iterator once the resume position is known.
+        self.dataloader_iterator = None
+        if getattr(self.dataloader, '_iterator', None) is not None:
+            self.dataloader._iterator = None
         sampler = self.dataloader.sampler
         if isinstance(sampler, InfiniteSampler):
-            # mmengine made an iterator already, which (with workers) prefetched indices from
-            # the sampler's one generator; start that generator again so that run() decides.
-            self.dataloader_iterator = None
             sampler.indices = sampler._indices_of_rank()
 
     def _iterator_after(self, done: int) -> _InfiniteDataloaderIterator:
@@ -323,8 +327,7 @@ class IterBasedTrainLoop(_ResumableMixin, MMEngineIterLoop):
         if self._iter > 0:
             self.runner.logger.info(f'resuming after {self._iter} iterations (their batches '
                                     'are skipped without loading them)')
-        if self._iter > 0 or self.dataloader_iterator is None:
-            self.dataloader_iterator = self._iterator_after(self._iter)
+        self.dataloader_iterator = self._iterator_after(self._iter)
         while self._iter < self._max_iters and not self.stop_training:
             self.runner.model.train()
             data_batch = next(self.dataloader_iterator)
