@@ -135,9 +135,11 @@ class _ResumeStateHook(Hook):
             barrier()  # the other ranks read last_checkpoint after rank 0 has checked it
 
     def before_train(self, runner) -> None:
-        # CheckpointHook (priority VERY_LOW) has resolved its out_dir in its own before_train,
-        # which runs after this one; its default is the work dir, cleaned in before_run.
-        out_dir = runner.cfg.get('default_hooks', {}).get('checkpoint', {}).get('out_dir')
+        # A CheckpointHook out_dir holds the checkpoints in out_dir/<work dir name> (the hook
+        # works that out in its own, later, before_train); the work dir was cleaned in
+        # before_run.
+        checkpoint_cfg = (runner.cfg.get('default_hooks') or {}).get('checkpoint') or {}
+        out_dir = checkpoint_cfg.get('out_dir')
         if is_main_process() and out_dir and '://' not in str(out_dir):
             for path in remove_stale_temp_files(osp.join(str(out_dir), osp.basename(
                     runner.work_dir.rstrip(osp.sep)))):
