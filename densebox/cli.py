@@ -12,7 +12,10 @@ def _add_cfg_options(parser: argparse.ArgumentParser) -> None:
     from mmengine.config import DictAction
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                         help='override config entries, e.g. train_dataloader.batch_size=8 '
-                             "optim_wrapper.optimizer.lr=0.01 'model.bbox_head.num_classes=3'")
+                             "optim_wrapper.optimizer.lr=0.01 'model.bbox_head.num_classes=3'. "
+                             'A key that is not in the config is an error listing close '
+                             'matches (max_epochs -> train_cfg.max_epochs); write +key=value '
+                             'to add a new key on purpose')
 
 
 def _load_config(config: str, cfg_options: Optional[dict], work_dir: Optional[str]):
@@ -22,11 +25,13 @@ def _load_config(config: str, cfg_options: Optional[dict], work_dir: Optional[st
     return load_tool_config(config, cfg_options, work_dir)
 
 
-def _build_runner(cfg):
+def _build_runner(cfg, check_keys=None):
     from mmengine.runner import Runner
 
+    from densebox.engine.config_check import check_config
     from densebox.registry import register_all_modules
     register_all_modules()
+    check_config(cfg, check_keys)  # misspelt types / arguments fail here, not after an epoch
     return Runner.from_cfg(cfg)
 
 
@@ -60,6 +65,8 @@ def train_main(argv: Optional[List[str]] = None):
     from densebox.tools_common import amp_plan, enable_tensorboard
     if args.tensorboard:
         enable_tensorboard(cfg)
+    from densebox.engine.launch import init_distributed
+    init_distributed(args.launcher, cfg)  # also on CPU (gloo)
     if args.amp:
         amp_plan('train')  # a clear error instead of mmengine's AssertionError without CUDA
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
@@ -105,6 +112,11 @@ def test_parser() -> argparse.ArgumentParser:
     return p
 
 
+# What `test` builds: the training parts of a config are not checked for it.
+TEST_KEYS = ('model', 'test_dataloader', 'test_evaluator', 'test_cfg', 'default_hooks',
+             'custom_hooks', 'visualizer')
+
+
 def test_main(argv: Optional[List[str]] = None) -> dict:
     args = test_parser().parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -113,13 +125,15 @@ def test_main(argv: Optional[List[str]] = None) -> dict:
         raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
     cfg = _load_config(args.config, args.cfg_options, args.work_dir)
     cfg.launcher = args.launcher
+    from densebox.engine.launch import init_distributed
+    init_distributed(args.launcher, cfg)  # also on CPU (gloo)
     cfg.load_from = args.checkpoint
     from densebox.test_options import apply_test_arguments
     apply_test_arguments(cfg, args, args.config)
     if args.show_dir is not None:
         cfg.default_hooks.visualization = dict(type='DrawPredictionsHook', out_dir=args.show_dir,
                                                score_thr=args.score_thr)
-    runner = _build_runner(cfg)
+    runner = _build_runner(cfg, TEST_KEYS)
     return runner.test()
 
 

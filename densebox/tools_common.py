@@ -93,12 +93,15 @@ def resolve_config(config: str) -> Tuple[str, dict, Optional[str]]:
 def load_tool_config(config: str, cfg_options: Optional[dict] = None,
                      work_dir: Optional[str] = None):
     """The :class:`mmengine.config.Config` a tool runs: :func:`resolve_config`, then the zoo
-    overrides, then ``cfg_options``; ``work_dir`` defaults to ``./work_dirs/<config name>``."""
+    overrides, then ``cfg_options`` (checked by
+    :func:`densebox.engine.config_check.check_cfg_options`); ``work_dir`` defaults to ``./work_dirs/<config name>``."""
     from mmengine.config import Config
     path, zoo_options, zoo_name = resolve_config(config)
     cfg = Config.fromfile(path)
     if zoo_options:
         cfg.merge_from_dict(zoo_options)
+    from densebox.engine.config_check import check_cfg_options
+    cfg_options = check_cfg_options(cfg, cfg_options, path)  # unknown keys: close matches
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     if work_dir is not None:

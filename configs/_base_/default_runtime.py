@@ -5,9 +5,13 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50),          # progress and ETA every 50 iters
     param_scheduler=dict(type='ParamSchedulerHook'),
+    # densebox's CheckpointHook: mmengine's, with its arguments checked when built and old
+    # checkpoints deleted only after the new one is written
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3, save_best='auto',
                     rule='greater'),  # keep the best checkpoint by the first metric
     sampler_seed=dict(type='DistSamplerSeedHook'),
+    # stop at the first NaN / Inf loss before the optimizer step ('skip' drops such steps)
+    nonfinite=dict(type='NonFiniteLossHook', mode='stop', max_consecutive_skips=10),
 )
 
 env_cfg = dict(

@@ -1,9 +1,15 @@
-"""Runner-side pieces: safe checkpoint loading / atomic saving (installed on import), hooks."""
-from .checkpoint import (SAFE_GLOBALS, atomic_save_checkpoint, install_safe_checkpointing,
-                         safe_torch_load)
+"""Runner-side pieces: safe checkpoint loading / atomic saving (installed on import), hooks,
+training loops that resume exactly, distributed launch and config checks."""
+from .checkpoint import (SAFE_GLOBALS, UnsafeCheckpointError, atomic_save_checkpoint,
+                         install_safe_checkpointing, remove_stale_temp_files, safe_torch_load)
+from .checkpoint_hook import CheckpointHook
 from .hooks import DrawPredictionsHook, TestProgressBarHook
+from .loops import EpochBasedTrainLoop, IterBasedTrainLoop
+from .nonfinite import NonFiniteLossError, NonFiniteLossHook
 
 install_safe_checkpointing()
 
-__all__ = ['SAFE_GLOBALS', 'atomic_save_checkpoint', 'install_safe_checkpointing',
-           'safe_torch_load', 'DrawPredictionsHook', 'TestProgressBarHook']
+__all__ = ['SAFE_GLOBALS', 'UnsafeCheckpointError', 'atomic_save_checkpoint',
+           'install_safe_checkpointing', 'remove_stale_temp_files', 'safe_torch_load',
+           'CheckpointHook', 'DrawPredictionsHook', 'EpochBasedTrainLoop', 'IterBasedTrainLoop',
+           'NonFiniteLossError', 'NonFiniteLossHook', 'TestProgressBarHook']

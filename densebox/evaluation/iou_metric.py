@@ -1,8 +1,10 @@
 """Semantic segmentation metrics from a confusion histogram.
 
-``process`` adds, per batch, the (C, C) histogram ``hist[gt, pred]`` of the pixels whose
-ground truth is not ``ignore_index``, counted with one ``torch.bincount`` on the device the
-predictions live on. ``compute_metrics`` sums the histograms and derives, per class c,
+``process`` counts, per image, the (C, C) histogram ``hist[gt, pred]`` of the pixels whose
+ground truth is not ``ignore_index`` with one ``torch.bincount`` on the device the predictions
+live on, and keeps its diagonal, row and column sums (all the metrics need). One result per
+image matters with several processes: mmengine drops the samples a distributed sampler padded
+by counting results, one per sample. ``compute_metrics`` sums them and derives, per class c,
 
     IoU  = hist[c, c] / (row_c + col_c - hist[c, c])      (row: gt area, col: predicted area)
     Acc  = hist[c, c] / row_c
@@ -54,18 +56,28 @@ def confusion_histogram(pred: torch.Tensor, gt: torch.Tensor, num_classes: int,
                           minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
+def histogram_areas(hist: torch.Tensor) -> torch.Tensor:
+    """(3, C): the diagonal (true positives), row sums (gt area) and column sums (predicted
+    area) of a (C, C) histogram."""
+    return torch.stack([torch.diagonal(hist), hist.sum(dim=1), hist.sum(dim=0)])
+
+
 def histogram_to_metrics(hist: np.ndarray, beta: float = 1.0) -> Dict[str, np.ndarray]:
     """Per-class ratios (fractions, NaN where undefined) and aAcc from a (C, C) histogram."""
     hist = np.asarray(hist, dtype=np.float64)
-    tp = np.diag(hist)
-    gt_area = hist.sum(axis=1)
-    pred_area = hist.sum(axis=0)
+    return areas_to_metrics(np.diag(hist), hist.sum(axis=1), hist.sum(axis=0), beta)
+
+
+def areas_to_metrics(tp: np.ndarray, gt_area: np.ndarray, pred_area: np.ndarray,
+                     beta: float = 1.0) -> Dict[str, np.ndarray]:
+    """Per-class ratios and aAcc from (C,) true-positive, gt and predicted pixel counts."""
+    tp, gt_area, pred_area = (np.asarray(a, dtype=np.float64) for a in (tp, gt_area, pred_area))
     with np.errstate(divide='ignore', invalid='ignore'):
         precision = tp / pred_area
         recall = tp / gt_area
         fscore = (1 + beta ** 2) * precision * recall / (beta ** 2 * precision + recall)
         return dict(
-            aAcc=np.array(tp.sum() / hist.sum()),
+            aAcc=np.array(tp.sum() / gt_area.sum()),
             IoU=tp / (gt_area + pred_area - tp),
             Acc=recall,
             Dice=2 * tp / (gt_area + pred_area),
@@ -129,9 +141,8 @@ class IoUMetric(BaseMetric):
         return len(self.dataset_meta['classes'])
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
-        """Add one histogram for the batch, on the predictions' device."""
+        """Add one (3, C) result per image: its histogram's diagonal, row and column sums."""
         num_classes = self.num_classes
-        hist = None
         for sample in data_samples:
             pred = sample['pred_sem_seg']['data'].squeeze(0)
             gt = sample['gt_sem_seg']['data'].squeeze(0)
@@ -139,17 +150,14 @@ class IoUMetric(BaseMetric):
                 h = confusion_histogram(pred, gt, num_classes, self.ignore_index)
             except ValueError as err:
                 raise ValueError(f"IoUMetric: {sample.get('img_path', '')}: {err}") from None
-            hist = h if hist is None else hist + h
-        if hist is not None:
-            self.results.append(hist)
+            self.results.append(histogram_areas(h))
 
     def compute_metrics(self, results: List[torch.Tensor]) -> Dict[str, float]:
-        """Sum the histograms, log a per-class table, return percentages."""
-        num_classes = self.num_classes
-        hist = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-        for h in results:
-            hist += h.cpu()
-        per_class = histogram_to_metrics(hist.numpy(), self.beta)
+        """Sum the per-image areas, log a per-class table, return percentages."""
+        areas = torch.zeros(3, self.num_classes, dtype=torch.int64)
+        for a in results:
+            areas += a.cpu()
+        per_class = areas_to_metrics(*areas.numpy(), beta=self.beta)
         if self.nan_to_num is not None:
             per_class = {k: np.nan_to_num(v, nan=self.nan_to_num) for k, v in per_class.items()}
         names = ['Acc'] + [n for m in self.metrics for n in _PER_CLASS[m]]
