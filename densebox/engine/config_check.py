@@ -24,7 +24,9 @@ RUNNER_KEYS = frozenset({
     'load_from', 'resume', 'launcher', 'env_cfg', 'log_processor', 'log_level', 'visualizer',
     'default_scope', 'randomness', 'experiment_name', 'model_wrapper_cfg',
     'find_unused_parameters', 'sync_bn', 'compile', 'activation_checkpointing',
-    'efficient_conv_bn_eval', 'gpu_ids', 'custom_imports', 'strategy', 'vis_backends'})
+    'efficient_conv_bn_eval', 'gpu_ids', 'custom_imports', 'strategy', 'vis_backends',
+    # read by densebox's tools rather than the Runner
+    'tta_model', 'tta_pipeline', 'paper_model_size'})
 
 
 class ConfigError(ValueError):

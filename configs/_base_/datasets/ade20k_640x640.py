@@ -22,3 +22,13 @@ test_pipeline = [
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
+# tools/test.py --tta: ade20k.py's ratios around the 640 test scale, each also mirrored
+img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale=(int(2048 * r), int(640 * r)), keep_ratio=True)
+         for r in img_ratios],
+        [dict(type='RandomFlip', prob=0.0), dict(type='RandomFlip', prob=1.0)],
+        [dict(type='LoadAnnotations', with_bbox=False, with_label=False, with_seg=True)],
+        [dict(type='PackSegInputs')]])]
