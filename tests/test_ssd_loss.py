@@ -93,6 +93,31 @@ def test_loss_equals_torchvision_compute_loss_on_the_same_matches(neg_pos_ratio,
     torch.testing.assert_close(ours['loss_bbox'], box * loc_weight, rtol=1e-5, atol=0)
 
 
+def test_a_batch_without_any_ground_truth_is_all_background():
+    """Images without objects (filter_empty_gt=False) can fill a batch: no positives, so
+    nothing is mined and both losses are 0, as in torchvision."""
+    head = _head()
+    anchors = _anchors(head)
+    gt_boxes, gt_labels = torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.long)
+    gt_valid = torch.zeros(2, 0, dtype=torch.bool)
+    matched, _ = head.matcher(anchors, gt_boxes, gt_valid)
+    logits, deltas = _outputs(len(anchors), 2, seed=2)
+    ours = head.loss_by_targets(logits, deltas, anchors, matched, gt_boxes, gt_labels)
+    cls, box = _torchvision_loss(_torchvision_ssd(3), logits, deltas, anchors, matched,
+                                 gt_boxes, gt_labels, gt_valid)
+    assert ours['loss_cls'].item() == cls.item() == 0
+    assert ours['loss_bbox'].item() == box.item() == 0
+    # the same through SSDHead.loss, from data samples without instances
+    from mmengine.structures import InstanceData
+    from densebox.structures import DetDataSample
+    samples = [DetDataSample(gt_instances=InstanceData(bboxes=torch.zeros(0, 4),
+                                                       labels=torch.zeros(0, dtype=torch.long)))
+               for _ in range(2)]
+    feats = [torch.randn(2, 8, 8, 8), torch.randn(2, 8, 4, 4)]
+    losses = head.loss(feats, samples)
+    assert losses['loss_cls'].item() == losses['loss_bbox'].item() == 0
+
+
 # ------------------------------------------------------------- the ignore band, plainly
 def _plain_match(iou, valid, pos_thr, neg_thr):
     """Caffe's MatchBBox at ``pos_thr`` (tests/test_ssd.py), then the band: an unmatched
