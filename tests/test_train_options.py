@@ -79,8 +79,7 @@ custom_hooks = [dict(type='RecordTraining', stop_after={stop_after!r})]
 def test_train_amp_on_a_machine_without_cuda_says_so_and_builds_nothing(tmp_path):
     """Through the script, as a user runs it; CUDA hidden, so the check is the same on a
     GPU machine."""
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES='')
-    env.pop('PYTHONPATH', None)
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES='', PYTHONPATH=REPO_ROOT)  # this checkout
     work = tmp_path / 'work'
     out = subprocess.run([sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'),
                           'configs/quickstart_ssd_shapes.py', '--amp', '--work-dir', str(work)],
