@@ -15,24 +15,41 @@ from densebox.evaluation.iou_metric import IoUMetric, confusion_histogram
 from densebox.structures import SegDataSample
 
 
-def numpy_reference(pairs, num_classes, ignore_index=255):
-    """Per-class IoU / Acc and aAcc with one boolean mask per class (no histogram)."""
-    inter = np.zeros(num_classes)
-    gt_area = np.zeros(num_classes)
-    pred_area = np.zeros(num_classes)
+def pixel_counts(pairs, num_classes, ignore_index=255):
+    """Per class, with one boolean mask per class (no histogram): true positives, false
+    negatives and false positives over the non-ignored pixels; and the correct / total
+    pixel counts."""
+    tp, fn, fp = np.zeros(num_classes), np.zeros(num_classes), np.zeros(num_classes)
     correct = total = 0
     for pred, gt in pairs:
         valid = gt != ignore_index
         for c in range(num_classes):
-            inter[c] += np.sum((pred == c) & (gt == c) & valid)
-            gt_area[c] += np.sum((gt == c) & valid)
-            pred_area[c] += np.sum((pred == c) & valid)
+            tp[c] += np.sum((pred == c) & (gt == c) & valid)
+            fn[c] += np.sum((pred != c) & (gt == c) & valid)
+            fp[c] += np.sum((pred == c) & (gt != c) & valid)
         correct += np.sum((pred == gt) & valid)
         total += np.sum(valid)
+    return tp, fn, fp, correct, total
+
+
+def numpy_reference(pairs, num_classes, ignore_index=255):
+    """Per-class IoU / Acc and aAcc."""
+    tp, fn, fp, correct, total = pixel_counts(pairs, num_classes, ignore_index)
     with np.errstate(invalid='ignore', divide='ignore'):
-        iou = inter / (gt_area + pred_area - inter)
-        acc = inter / gt_area
+        iou = tp / (tp + fn + fp)
+        acc = tp / (tp + fn)
     return iou, acc, correct / total
+
+
+def numpy_dice_fscore(pairs, num_classes, beta, ignore_index=255):
+    """Per-class Dice 2TP / (2TP + FN + FP), precision TP / (TP + FP), recall TP / (TP + FN)
+    and F-beta (1 + b^2) TP / ((1 + b^2) TP + b^2 FN + FP) (van Rijsbergen's effectiveness;
+    sklearn's fbeta_score): each NaN only where its denominator is 0."""
+    tp, fn, fp, _, _ = pixel_counts(pairs, num_classes, ignore_index)
+    b2 = beta ** 2
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return dict(Dice=2 * tp / (2 * tp + fn + fp), Precision=tp / (tp + fp),
+                    Recall=tp / (tp + fn), Fscore=(1 + b2) * tp / ((1 + b2) * tp + b2 * fn + fp))
 
 
 def make_sample(pred, gt, **meta):
@@ -100,8 +117,42 @@ def test_iou_metric_matches_numpy_reference(nan_to_num):
     assert res['aAcc'] == pytest.approx(aacc * 100)
     assert res['mIoU'] == pytest.approx(np.nanmean(iou) * 100)
     assert res['mAcc'] == pytest.approx(np.nanmean(acc) * 100)
-    assert 0 < res['mDice'] < 100 and res['mDice'] > res['mIoU']
+    dice = numpy_dice_fscore(pairs, num_classes, beta=1.0)['Dice']
+    if nan_to_num is not None:
+        dice = np.nan_to_num(dice, nan=nan_to_num)
+    assert res['mDice'] == pytest.approx(np.nanmean(dice) * 100)
     assert set(res) == {'aAcc', 'mIoU', 'mAcc', 'mDice'}
+
+
+@pytest.mark.parametrize('beta', [1.0, 0.5, 2.0])
+def test_iou_metric_dice_and_fscore_match_numpy_reference(beta):
+    """Among 8 classes: 6 is only predicted, 5 only in the ground truth, 4 in both but never
+    where predicted, 7 in neither. The first three count as 0 in Dice and F-score (they
+    were attempted and missed); only 7 is undefined and skipped."""
+    num_classes = 8
+    rng = np.random.default_rng(4)
+    pairs = random_pairs(rng, num_classes, [(30, 40), (24, 36)], absent=(4, 5, 6, 7))
+    pairs[0][0][:3, :] = 6                               # predicted, never in gt
+    pairs[0][1][5:8, :] = 5                              # in gt, never predicted there
+    pairs[0][0][5:8, :] = 0
+    pairs[1][1][:4, :5], pairs[1][0][:4, :5] = 4, 1      # gt 4 here,
+    pairs[1][0][10:12, 10:14] = 4                        # predicted 4 elsewhere only
+    pairs[1][1][10:12, 10:14] = 2
+    metric = IoUMetric(iou_metrics=['mIoU', 'mDice', 'mFscore'], beta=beta)
+    metric.dataset_meta = dict(classes=tuple(f'c{i}' for i in range(num_classes)))
+    metric.process({}, [make_sample(*p).to_dict() for p in pairs])
+    res = metric.evaluate(len(pairs))
+
+    ref = numpy_dice_fscore(pairs, num_classes, beta)
+    assert [ref['Fscore'][c] for c in (4, 5, 6)] == [0, 0, 0] and np.isnan(ref['Fscore'][7])
+    assert np.isnan(ref['Precision'][5]) and np.isnan(ref['Recall'][6])
+    for name in ('Dice', 'Precision', 'Recall', 'Fscore'):
+        assert res['m' + name] == pytest.approx(np.nanmean(ref[name]) * 100, rel=1e-12), name
+    if beta == 1.0:  # F1 is the Dice coefficient
+        assert res['mFscore'] == pytest.approx(res['mDice'], rel=1e-12)
+    iou, acc, aacc = numpy_reference(pairs, num_classes)
+    assert res['mIoU'] == pytest.approx(np.nanmean(iou) * 100)
+    assert set(res) == {'aAcc', 'mIoU', 'mAcc', 'mDice', 'mFscore', 'mPrecision', 'mRecall'}
 
 
 def test_iou_metric_perfect_and_error_messages():
