@@ -265,3 +265,106 @@ def test_cityscapes_metric_keeps_label_id_pngs_and_checks_gt(tmp_path):
     metric.process({}, samples)
     with pytest.raises(FileNotFoundError, match='aachen_000001_000042_gtFine_labelIds.png'):
         metric.evaluate(len(samples))
+
+
+# ------------------------------------------- Cityscapes nIoU and categories, official script
+INSTANCE_LABEL_IDS = (24, 25, 26, 27, 33)  # person, rider, car, truck, bicycle
+
+
+def write_instances_cityscapes(root, rng, size=(64, 96)):
+    """gtFine val files of 3 images: blocky stuff labels and 4-6 rectangles of instance
+    classes per image, each its own instance (id = label * 1000 + k, as in gtFine), of
+    varied sizes so that the instance weighting matters. Returns (img_path, train-id
+    ground truth path, label ids) per image."""
+    from cityscapesscripts.helpers.labels import id2label
+    stuff = np.array([7, 8, 11, 17, 21, 23, 0])  # road, sidewalk, building, pole, vegetation, sky, unlabeled
+    train_lut = np.full(256, 255, np.uint8)
+    for label_id, label in id2label.items():
+        if label_id >= 0 and 0 <= label.trainId < 255:
+            train_lut[label_id] = label.trainId
+    out = []
+    for city, seq, frame in [('aachen', 3, 19), ('bonn', 4, 19), ('bonn', 5, 21)]:
+        stem = f'{city}_{seq:06d}_{frame:06d}'
+        label_ids = np.kron(rng.choice(stuff, (size[0] // 16, size[1] // 16)),
+                            np.ones((16, 16), np.int64))
+        instance_ids = label_ids.copy()
+        for k in range(int(rng.integers(4, 7))):
+            label = int(rng.choice(INSTANCE_LABEL_IDS))
+            h, w = int(rng.integers(4, 30)), int(rng.integers(4, 40))
+            y, x = int(rng.integers(0, size[0] - h)), int(rng.integers(0, size[1] - w))
+            label_ids[y:y + h, x:x + w] = label
+            instance_ids[y:y + h, x:x + w] = label * 1000 + k
+        gt_dir = osp.join(root, 'gtFine', 'val', city)
+        img_dir = osp.join(root, 'leftImg8bit', 'val', city)
+        os.makedirs(gt_dir, exist_ok=True)
+        os.makedirs(img_dir, exist_ok=True)
+        img_path = osp.join(img_dir, stem + '_leftImg8bit.png')
+        Image.fromarray(rng.integers(0, 255, size + (3,), dtype=np.uint8)).save(img_path)
+        Image.fromarray(label_ids.astype(np.uint8)).save(
+            osp.join(gt_dir, stem + '_gtFine_labelIds.png'))
+        Image.fromarray(instance_ids.astype(np.uint16)).save(
+            osp.join(gt_dir, stem + '_gtFine_instanceIds.png'))
+        train_path = osp.join(gt_dir, stem + '_gtFine_labelTrainIds.png')
+        Image.fromarray(train_lut[label_ids]).save(train_path)
+        out.append((img_path, train_path, label_ids))
+    return out
+
+
+def official_cityscapes_scores(root, pred_dir, export_dir):
+    """The cityscapesscripts evaluation as its README runs it (csEvalPixelLevelSemantic:
+    CITYSCAPES_DATASET / CITYSCAPES_RESULTS, every gtFine/val image), in a fresh process,
+    and the JSON it exports. numpy 2.4 dropped np.in1d, which the script calls."""
+    import json
+    import subprocess
+    import sys
+    code = ('import numpy as np, runpy\n'
+            'if not hasattr(np, "in1d"):\n'
+            '    np.in1d = lambda a, b, invert=False: np.isin(a, b, invert=invert).ravel()\n'
+            'runpy.run_module("cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling",'
+            ' run_name="__main__")\n')
+    os.makedirs(export_dir, exist_ok=True)
+    env = dict(os.environ, CITYSCAPES_DATASET=root, CITYSCAPES_RESULTS=pred_dir,
+               CITYSCAPES_EXPORT_DIR=export_dir)
+    out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    with open(osp.join(export_dir, 'resultPixelLevelSemanticLabeling.json')) as f:
+        return json.load(f)
+
+
+def test_cityscapes_niou_and_categories_equal_the_official_script(tmp_path):
+    from cityscapesscripts.helpers.labels import trainId2label
+    rng = np.random.default_rng(5)
+    root = str(tmp_path / 'cityscapes')
+    files = write_instances_cityscapes(root, rng)
+    samples, oracle_dir = [], tmp_path / 'oracle_preds'
+    oracle_dir.mkdir()
+    for img_path, train_path, label_ids in files:
+        gt = np.asarray(Image.open(train_path)).astype(np.int64)
+        pred = np.where(rng.random(gt.shape) < 0.7, gt, rng.integers(0, 19, gt.shape))
+        pred[pred == 255] = 8   # (vegetation)
+        pred[10:20, :] = 13     # a band of 'car' over everything: instance FP and FN
+        samples.append(make_sample(pred, gt, img_path=img_path, seg_map_path=train_path))
+        # the oracle's own label-id png of the same prediction
+        label_ids_pred = np.vectorize(lambda t: trainId2label[t].id)(pred).astype(np.uint8)
+        stem = osp.basename(img_path)[:-len('_leftImg8bit.png')]
+        Image.fromarray(label_ids_pred).save(oracle_dir / f'{stem}_prediction.png')
+    metric = CityscapesMetric(output_dir=str(tmp_path / 'preds'), eval_inst_level=True)
+    metric.dataset_meta = dict(classes=CITYSCAPES_CLASSES)
+    metric.process({}, [s.to_dict() for s in samples])
+    ours = metric.evaluate(len(samples))
+
+    official = official_cityscapes_scores(root, str(oracle_dir), str(tmp_path / 'export'))
+    expected = {'cityscapes/mIoU': official['averageScoreClasses'],
+                'cityscapes/mIoU_category': official['averageScoreCategories'],
+                'cityscapes/nIoU': official['averageScoreInstClasses'],
+                'cityscapes/nIoU_category': official['averageScoreInstCategories']}
+    assert set(ours) == set(expected)
+    for key, value in expected.items():
+        assert ours[key] == pytest.approx(value * 100, rel=1e-12, abs=1e-12), key
+    # the instance weighting changes the numbers here: nIoU is not mIoU over the same classes
+    inst = [trainId2label[t].name for t in (11, 12, 13, 14, 18)]
+    plain = np.nanmean([official['classScores'][n] for n in inst])
+    niou = np.nanmean([official['classInstScores'][n] for n in inst])
+    assert abs(plain - niou) > 0.01
+    assert 10 < ours['cityscapes/nIoU'] < 90 and 10 < ours['cityscapes/mIoU_category'] < 95
