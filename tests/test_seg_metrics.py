@@ -277,7 +277,8 @@ def write_instances_cityscapes(root, rng, size=(64, 96)):
     varied sizes so that the instance weighting matters. Returns (img_path, train-id
     ground truth path, label ids) per image."""
     from cityscapesscripts.helpers.labels import id2label
-    stuff = np.array([7, 8, 11, 17, 21, 23, 0])  # road, sidewalk, building, pole, vegetation, sky, unlabeled
+    # road, sidewalk, building, pole, vegetation, sky, unlabeled
+    stuff = np.array([7, 8, 11, 17, 21, 23, 0])
     train_lut = np.full(256, 255, np.uint8)
     for label_id, label in id2label.items():
         if label_id >= 0 and 0 <= label.trainId < 255:

@@ -123,8 +123,8 @@ def test_seg_show_dir_holds_the_predictions(shapes, tmp_path):  # noqa: F811
         assert wrong > 0.5
 
 
-def test_amp_on_a_bfloat16_cpu_runs_the_model_under_bfloat16_autocast(shapes, det_ckpt,  # noqa: F811
-                                                                       tmp_path, monkeypatch):
+def test_amp_on_a_bfloat16_cpu_runs_the_model_under_bfloat16_autocast(  # noqa: F811
+        shapes, det_ckpt, tmp_path, monkeypatch):
     import densebox.tools_common as tc
     from densebox.models.det_heads import SSDHead
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
