@@ -106,18 +106,25 @@ def test_forced_nnpack_matches_aten(shape, monkeypatch):
 
 @needs_nnpack
 def test_single_conv_against_functional(monkeypatch):
-    """Bias / no bias, asymmetric padding, non-square maps, a non-contiguous input."""
+    """Bias / no bias, asymmetric padding, non-square maps on NNPACK; a non-contiguous input
+    is not taken there (the fast path needs a contiguous map) and runs ATen's kernel."""
     monkeypatch.setenv(ENV_CPU_CONV, 'nnpack')
     torch.manual_seed(1)
+    calls = _count_nnpack_calls(monkeypatch)
     for bias, padding in [(True, (1, 1)), (False, (0, 1)), (True, (2, 0))]:
         conv = nn.Conv2d(24, 40, 3, padding=padding, bias=bias).eval()
         x = torch.randn(1, 24, 33, 45)
         with torch.inference_mode():
             ref = F.conv2d(x, conv.weight, conv.bias, padding=padding)
             autotune_cpu_convs(conv)
+            calls.clear()
             _close_to_aten(conv(x), ref)
-            view = torch.randn(1, 45, 24, 33).permute(0, 2, 3, 1)  # non-contiguous
-            _close_to_aten(conv(view), F.conv2d(view, conv.weight, conv.bias, padding=padding))
+            assert calls == [tuple(x.shape)]  # this one ran on NNPACK
+            view = torch.randn(1, 33, 45, 24).permute(0, 3, 1, 2)  # (1, 24, 33, 45) NHWC
+            assert view.shape == x.shape and not view.is_contiguous()
+            assert torch.equal(conv(view), F.conv2d(view, conv.weight, conv.bias,
+                                                    padding=padding))
+            assert calls == [tuple(x.shape)]  # and this one did not
 
 
 @needs_nnpack

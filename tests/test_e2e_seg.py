@@ -12,6 +12,7 @@ from PIL import Image
 from densebox.cli import test_main as run_test, train_main as run_train
 from densebox.datasets import COCO_CLASSES
 from densebox.datasets.shapes import generate_shapes
+from learning import SAVE_INITIAL_WEIGHTS, train_then_test_before_and_after
 from test_seg_datasets import write_cityscapes
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -57,8 +58,8 @@ def _train_and_test(config, work):
 
 def test_ffnet_cityscapes_recipe(tmp_path):
     data = str(tmp_path / 'cityscapes')
-    write_cityscapes(data, split='train', size=(64, 128))
-    write_cityscapes(data, split='val', size=(64, 128), seed=1)
+    write_cityscapes(data, split='train', size=(64, 128), dominant=0)  # mostly road
+    write_cityscapes(data, split='val', size=(64, 128), seed=1, dominant=0)
     config = _derived(tmp_path, 'ffnet_78s_cityscapes.py', f'''
 data_root = {data + '/'!r}
 crop = (64, 128)
@@ -69,12 +70,20 @@ test_dataloader = val_dataloader
 train_cfg = dict(max_iters=2, val_interval=2)
 param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=2, by_epoch=False)]
 default_hooks = dict(checkpoint=dict(interval=2), logger=dict(interval=1))
-''' + _LOADERS)
-    metrics = _train_and_test(config, str(tmp_path / 'work'))
-    assert 0.0 <= metrics['mIoU'] <= 100.0 and 'aAcc' in metrics
+''' + SAVE_INITIAL_WEIGHTS + _LOADERS)
+    before, after = train_then_test_before_and_after(config, str(tmp_path / 'work'))
+    _assert_learned_the_prior(before, after)
+
+
+def _assert_learned_the_prior(before, after):
+    """Two steps learn which class covers most pixels: the trained model predicts it where
+    the untrained one predicted noise."""
+    assert after['aAcc'] > max(60.0, before['aAcc'] + 30.0), (before, after)
+    assert after['mIoU'] > before['mIoU'], (before, after)
 
 
 def _write_voc_seg(root, names, size=(48, 64), seed=0):
+    """VOC12 layout; blocky random masks, about 80% background (a prior to learn)."""
     rng = np.random.default_rng(seed)
     for folder in ('JPEGImages', 'SegmentationClass', 'SegmentationClassAug',
                    'ImageSets/Segmentation'):
@@ -82,8 +91,9 @@ def _write_voc_seg(root, names, size=(48, 64), seed=0):
     for name in names:
         Image.fromarray(rng.integers(0, 255, size + (3,), dtype=np.uint8)).save(
             osp.join(root, 'JPEGImages', name + '.jpg'))
-        mask = np.kron(rng.choice(np.r_[np.arange(21), 255], (size[0] // 8, size[1] // 8)),
-                       np.ones((8, 8), np.int64)).astype(np.uint8)
+        blocks = rng.choice(np.r_[np.arange(21), 255], (size[0] // 8, size[1] // 8))
+        blocks[rng.random(blocks.shape) < 0.8] = 0
+        mask = np.kron(blocks, np.ones((8, 8), np.int64)).astype(np.uint8)
         for folder in ('SegmentationClass', 'SegmentationClassAug'):
             Image.fromarray(mask).save(osp.join(root, folder, name + '.png'))
     sets = osp.join(root, 'ImageSets', 'Segmentation')
@@ -104,9 +114,9 @@ test_dataloader = val_dataloader
 train_cfg = dict(max_iters=2, val_interval=2)
 param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=2, by_epoch=False)]
 default_hooks = dict(checkpoint=dict(interval=2), logger=dict(interval=1))
-''' + _LOADERS)
-    metrics = _train_and_test(config, str(tmp_path / 'work'))
-    assert 0.0 <= metrics['mIoU'] <= 100.0
+''' + SAVE_INITIAL_WEIGHTS + _LOADERS)
+    before, after = train_then_test_before_and_after(config, str(tmp_path / 'work'))
+    _assert_learned_the_prior(before, after)
 
 
 def test_ssdlite_coco_recipe(tmp_path):
@@ -150,10 +160,13 @@ test_dataloader = val_dataloader
 train_cfg = dict(max_iters=3, val_interval=3)
 param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=3))
-''' + _LOADERS
-    metrics = quickstart_main(['--task', 'seg', '--config',
-                               _derived(tmp_path, 'quickstart_seg_shapes.py', body),
-                               '--work-dir', str(tmp_path / 'work')])
-    assert 0.0 <= metrics['mIoU'] <= 100.0
+''' + SAVE_INITIAL_WEIGHTS + _LOADERS
+    config = _derived(tmp_path, 'quickstart_seg_shapes.py', body)
+    work = str(tmp_path / 'work')
+    metrics = quickstart_main(['--task', 'seg', '--config', config, '--work-dir', work])
+    # the same model before training, on the same held-out images
+    before = run_test([config, osp.join(work, 'initial.pth'), '--work-dir', work,
+                       '--no-progress'])
+    _assert_learned_the_prior(before, metrics)  # background covers most of each image
     assert len(os.listdir(osp.join(data, 'images', 'train'))) == 8  # generate_cfg honoured
     assert osp.isfile(osp.join(tmp_path, 'work', 'iter_3.pth'))

@@ -15,24 +15,41 @@ from densebox.evaluation.iou_metric import IoUMetric, confusion_histogram
 from densebox.structures import SegDataSample
 
 
-def numpy_reference(pairs, num_classes, ignore_index=255):
-    """Per-class IoU / Acc and aAcc with one boolean mask per class (no histogram)."""
-    inter = np.zeros(num_classes)
-    gt_area = np.zeros(num_classes)
-    pred_area = np.zeros(num_classes)
+def pixel_counts(pairs, num_classes, ignore_index=255):
+    """Per class, with one boolean mask per class (no histogram): true positives, false
+    negatives and false positives over the non-ignored pixels; and the correct / total
+    pixel counts."""
+    tp, fn, fp = np.zeros(num_classes), np.zeros(num_classes), np.zeros(num_classes)
     correct = total = 0
     for pred, gt in pairs:
         valid = gt != ignore_index
         for c in range(num_classes):
-            inter[c] += np.sum((pred == c) & (gt == c) & valid)
-            gt_area[c] += np.sum((gt == c) & valid)
-            pred_area[c] += np.sum((pred == c) & valid)
+            tp[c] += np.sum((pred == c) & (gt == c) & valid)
+            fn[c] += np.sum((pred != c) & (gt == c) & valid)
+            fp[c] += np.sum((pred == c) & (gt != c) & valid)
         correct += np.sum((pred == gt) & valid)
         total += np.sum(valid)
+    return tp, fn, fp, correct, total
+
+
+def numpy_reference(pairs, num_classes, ignore_index=255):
+    """Per-class IoU / Acc and aAcc."""
+    tp, fn, fp, correct, total = pixel_counts(pairs, num_classes, ignore_index)
     with np.errstate(invalid='ignore', divide='ignore'):
-        iou = inter / (gt_area + pred_area - inter)
-        acc = inter / gt_area
+        iou = tp / (tp + fn + fp)
+        acc = tp / (tp + fn)
     return iou, acc, correct / total
+
+
+def numpy_dice_fscore(pairs, num_classes, beta, ignore_index=255):
+    """Per-class Dice 2TP / (2TP + FN + FP), precision TP / (TP + FP), recall TP / (TP + FN)
+    and F-beta (1 + b^2) TP / ((1 + b^2) TP + b^2 FN + FP) (van Rijsbergen's effectiveness;
+    sklearn's fbeta_score): each NaN only where its denominator is 0."""
+    tp, fn, fp, _, _ = pixel_counts(pairs, num_classes, ignore_index)
+    b2 = beta ** 2
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return dict(Dice=2 * tp / (2 * tp + fn + fp), Precision=tp / (tp + fp),
+                    Recall=tp / (tp + fn), Fscore=(1 + b2) * tp / ((1 + b2) * tp + b2 * fn + fp))
 
 
 def make_sample(pred, gt, **meta):
@@ -100,8 +117,42 @@ def test_iou_metric_matches_numpy_reference(nan_to_num):
     assert res['aAcc'] == pytest.approx(aacc * 100)
     assert res['mIoU'] == pytest.approx(np.nanmean(iou) * 100)
     assert res['mAcc'] == pytest.approx(np.nanmean(acc) * 100)
-    assert 0 < res['mDice'] < 100 and res['mDice'] > res['mIoU']
+    dice = numpy_dice_fscore(pairs, num_classes, beta=1.0)['Dice']
+    if nan_to_num is not None:
+        dice = np.nan_to_num(dice, nan=nan_to_num)
+    assert res['mDice'] == pytest.approx(np.nanmean(dice) * 100)
     assert set(res) == {'aAcc', 'mIoU', 'mAcc', 'mDice'}
+
+
+@pytest.mark.parametrize('beta', [1.0, 0.5, 2.0])
+def test_iou_metric_dice_and_fscore_match_numpy_reference(beta):
+    """Among 8 classes: 6 is only predicted, 5 only in the ground truth, 4 in both but never
+    where predicted, 7 in neither. The first three count as 0 in Dice and F-score (they
+    were attempted and missed); only 7 is undefined and skipped."""
+    num_classes = 8
+    rng = np.random.default_rng(4)
+    pairs = random_pairs(rng, num_classes, [(30, 40), (24, 36)], absent=(4, 5, 6, 7))
+    pairs[0][0][:3, :] = 6                               # predicted, never in gt
+    pairs[0][1][5:8, :] = 5                              # in gt, never predicted there
+    pairs[0][0][5:8, :] = 0
+    pairs[1][1][:4, :5], pairs[1][0][:4, :5] = 4, 1      # gt 4 here,
+    pairs[1][0][10:12, 10:14] = 4                        # predicted 4 elsewhere only
+    pairs[1][1][10:12, 10:14] = 2
+    metric = IoUMetric(iou_metrics=['mIoU', 'mDice', 'mFscore'], beta=beta)
+    metric.dataset_meta = dict(classes=tuple(f'c{i}' for i in range(num_classes)))
+    metric.process({}, [make_sample(*p).to_dict() for p in pairs])
+    res = metric.evaluate(len(pairs))
+
+    ref = numpy_dice_fscore(pairs, num_classes, beta)
+    assert [ref['Fscore'][c] for c in (4, 5, 6)] == [0, 0, 0] and np.isnan(ref['Fscore'][7])
+    assert np.isnan(ref['Precision'][5]) and np.isnan(ref['Recall'][6])
+    for name in ('Dice', 'Precision', 'Recall', 'Fscore'):
+        assert res['m' + name] == pytest.approx(np.nanmean(ref[name]) * 100, rel=1e-12), name
+    if beta == 1.0:  # F1 is the Dice coefficient
+        assert res['mFscore'] == pytest.approx(res['mDice'], rel=1e-12)
+    iou, acc, aacc = numpy_reference(pairs, num_classes)
+    assert res['mIoU'] == pytest.approx(np.nanmean(iou) * 100)
+    assert set(res) == {'aAcc', 'mIoU', 'mAcc', 'mDice', 'mFscore', 'mPrecision', 'mRecall'}
 
 
 def test_iou_metric_perfect_and_error_messages():
@@ -214,3 +265,107 @@ def test_cityscapes_metric_keeps_label_id_pngs_and_checks_gt(tmp_path):
     metric.process({}, samples)
     with pytest.raises(FileNotFoundError, match='aachen_000001_000042_gtFine_labelIds.png'):
         metric.evaluate(len(samples))
+
+
+# ------------------------------------------- Cityscapes nIoU and categories, official script
+INSTANCE_LABEL_IDS = (24, 25, 26, 27, 33)  # person, rider, car, truck, bicycle
+
+
+def write_instances_cityscapes(root, rng, size=(64, 96)):
+    """gtFine val files of 3 images: blocky stuff labels and 4-6 rectangles of instance
+    classes per image, each its own instance (id = label * 1000 + k, as in gtFine), of
+    varied sizes so that the instance weighting matters. Returns (img_path, train-id
+    ground truth path, label ids) per image."""
+    from cityscapesscripts.helpers.labels import id2label
+    # road, sidewalk, building, pole, vegetation, sky, unlabeled
+    stuff = np.array([7, 8, 11, 17, 21, 23, 0])
+    train_lut = np.full(256, 255, np.uint8)
+    for label_id, label in id2label.items():
+        if label_id >= 0 and 0 <= label.trainId < 255:
+            train_lut[label_id] = label.trainId
+    out = []
+    for city, seq, frame in [('aachen', 3, 19), ('bonn', 4, 19), ('bonn', 5, 21)]:
+        stem = f'{city}_{seq:06d}_{frame:06d}'
+        label_ids = np.kron(rng.choice(stuff, (size[0] // 16, size[1] // 16)),
+                            np.ones((16, 16), np.int64))
+        instance_ids = label_ids.copy()
+        for k in range(int(rng.integers(4, 7))):
+            label = int(rng.choice(INSTANCE_LABEL_IDS))
+            h, w = int(rng.integers(4, 30)), int(rng.integers(4, 40))
+            y, x = int(rng.integers(0, size[0] - h)), int(rng.integers(0, size[1] - w))
+            label_ids[y:y + h, x:x + w] = label
+            instance_ids[y:y + h, x:x + w] = label * 1000 + k
+        gt_dir = osp.join(root, 'gtFine', 'val', city)
+        img_dir = osp.join(root, 'leftImg8bit', 'val', city)
+        os.makedirs(gt_dir, exist_ok=True)
+        os.makedirs(img_dir, exist_ok=True)
+        img_path = osp.join(img_dir, stem + '_leftImg8bit.png')
+        Image.fromarray(rng.integers(0, 255, size + (3,), dtype=np.uint8)).save(img_path)
+        Image.fromarray(label_ids.astype(np.uint8)).save(
+            osp.join(gt_dir, stem + '_gtFine_labelIds.png'))
+        Image.fromarray(instance_ids.astype(np.uint16)).save(
+            osp.join(gt_dir, stem + '_gtFine_instanceIds.png'))
+        train_path = osp.join(gt_dir, stem + '_gtFine_labelTrainIds.png')
+        Image.fromarray(train_lut[label_ids]).save(train_path)
+        out.append((img_path, train_path, label_ids))
+    return out
+
+
+def official_cityscapes_scores(root, pred_dir, export_dir):
+    """The cityscapesscripts evaluation as its README runs it (csEvalPixelLevelSemantic:
+    CITYSCAPES_DATASET / CITYSCAPES_RESULTS, every gtFine/val image), in a fresh process,
+    and the JSON it exports. numpy 2.4 dropped np.in1d, which the script calls."""
+    import json
+    import subprocess
+    import sys
+    code = ('import numpy as np, runpy\n'
+            'if not hasattr(np, "in1d"):\n'
+            '    np.in1d = lambda a, b, invert=False: np.isin(a, b, invert=invert).ravel()\n'
+            'runpy.run_module("cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling",'
+            ' run_name="__main__")\n')
+    os.makedirs(export_dir, exist_ok=True)
+    env = dict(os.environ, CITYSCAPES_DATASET=root, CITYSCAPES_RESULTS=pred_dir,
+               CITYSCAPES_EXPORT_DIR=export_dir)
+    out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    with open(osp.join(export_dir, 'resultPixelLevelSemanticLabeling.json')) as f:
+        return json.load(f)
+
+
+def test_cityscapes_niou_and_categories_equal_the_official_script(tmp_path):
+    from cityscapesscripts.helpers.labels import trainId2label
+    rng = np.random.default_rng(5)
+    root = str(tmp_path / 'cityscapes')
+    files = write_instances_cityscapes(root, rng)
+    samples, oracle_dir = [], tmp_path / 'oracle_preds'
+    oracle_dir.mkdir()
+    for img_path, train_path, label_ids in files:
+        gt = np.asarray(Image.open(train_path)).astype(np.int64)
+        pred = np.where(rng.random(gt.shape) < 0.7, gt, rng.integers(0, 19, gt.shape))
+        pred[pred == 255] = 8   # (vegetation)
+        pred[10:20, :] = 13     # a band of 'car' over everything: instance FP and FN
+        samples.append(make_sample(pred, gt, img_path=img_path, seg_map_path=train_path))
+        # the oracle's own label-id png of the same prediction
+        label_ids_pred = np.vectorize(lambda t: trainId2label[t].id)(pred).astype(np.uint8)
+        stem = osp.basename(img_path)[:-len('_leftImg8bit.png')]
+        Image.fromarray(label_ids_pred).save(oracle_dir / f'{stem}_prediction.png')
+    metric = CityscapesMetric(output_dir=str(tmp_path / 'preds'), eval_inst_level=True)
+    metric.dataset_meta = dict(classes=CITYSCAPES_CLASSES)
+    metric.process({}, [s.to_dict() for s in samples])
+    ours = metric.evaluate(len(samples))
+
+    official = official_cityscapes_scores(root, str(oracle_dir), str(tmp_path / 'export'))
+    expected = {'cityscapes/mIoU': official['averageScoreClasses'],
+                'cityscapes/mIoU_category': official['averageScoreCategories'],
+                'cityscapes/nIoU': official['averageScoreInstClasses'],
+                'cityscapes/nIoU_category': official['averageScoreInstCategories']}
+    assert set(ours) == set(expected)
+    for key, value in expected.items():
+        assert ours[key] == pytest.approx(value * 100, rel=1e-12, abs=1e-12), key
+    # the instance weighting changes the numbers here: nIoU is not mIoU over the same classes
+    inst = [trainId2label[t].name for t in (11, 12, 13, 14, 18)]
+    plain = np.nanmean([official['classScores'][n] for n in inst])
+    niou = np.nanmean([official['classInstScores'][n] for n in inst])
+    assert abs(plain - niou) > 0.01
+    assert 10 < ours['cityscapes/nIoU'] < 90 and 10 < ours['cityscapes/mIoU_category'] < 95

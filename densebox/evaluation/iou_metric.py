@@ -9,11 +9,20 @@ by counting results, one per sample. ``compute_metrics`` sums them and derives, 
     IoU  = hist[c, c] / (row_c + col_c - hist[c, c])      (row: gt area, col: predicted area)
     Acc  = hist[c, c] / row_c
     Dice = 2 hist[c, c] / (row_c + col_c)
-    Precision = hist[c, c] / col_c, Recall = Acc, Fscore = (1 + b^2) P R / (b^2 P + R)
+    Precision = hist[c, c] / col_c, Recall = Acc,
+    Fscore = (1 + b^2) hist[c, c] / ((1 + b^2) hist[c, c] + b^2 FN + FP)
+             (FN = row_c - hist[c, c], FP = col_c - hist[c, c])
 
 and aAcc = trace / total. A class with no ground-truth and no predicted pixel has IoU NaN;
 means skip NaNs (the convention of mmseg and of the Cityscapes evaluation) unless
 ``nan_to_num`` replaces them first. Numbers are percentages.
+
+The F-score is ``(1 + b^2) P R / (b^2 P + R)`` wherever P and R are defined and not both 0,
+written in counts so that it is defined wherever the class was predicted or present: a
+class predicted but never present (R undefined), present but never predicted (P
+undefined), or both but never where predicted (P = R = 0) scores 0, as in sklearn's
+``fbeta_score``; with b = 1 it is the Dice coefficient. (mmseg computes it from P and R
+and gets NaN for those classes, which its mean then skips.)
 """
 from typing import Dict, List, Optional, Sequence
 
@@ -72,10 +81,13 @@ def areas_to_metrics(tp: np.ndarray, gt_area: np.ndarray, pred_area: np.ndarray,
                      beta: float = 1.0) -> Dict[str, np.ndarray]:
     """Per-class ratios and aAcc from (C,) true-positive, gt and predicted pixel counts."""
     tp, gt_area, pred_area = (np.asarray(a, dtype=np.float64) for a in (tp, gt_area, pred_area))
+    b2 = beta ** 2
     with np.errstate(divide='ignore', invalid='ignore'):
         precision = tp / pred_area
         recall = tp / gt_area
-        fscore = (1 + beta ** 2) * precision * recall / (beta ** 2 * precision + recall)
+        # (1 + b^2) TP / ((1 + b^2) TP + b^2 FN + FP): 0, not NaN, for a class that was
+        # predicted or present but never hit (see the module docstring)
+        fscore = (1 + b2) * tp / (b2 * gt_area + pred_area)
         return dict(
             aAcc=np.array(tp.sum() / gt_area.sum()),
             IoU=tp / (gt_area + pred_area - tp),

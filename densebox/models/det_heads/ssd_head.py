@@ -107,6 +107,11 @@ class SSDHead(BaseModule):
             matched: (B, A) ground-truth index, -1 negative, -2 ignored;
             gt_boxes: (B, G, 4); gt_labels: (B, G) 0-based.
         """
+        if gt_labels.shape[1] == 0:
+            # no image of the batch has an object (G = 0): one dummy box that no prior is
+            # matched to keeps the gathers below in range; every prior is background
+            gt_boxes = gt_boxes.new_zeros(gt_boxes.shape[0], 1, 4)
+            gt_labels = gt_labels.new_zeros(gt_labels.shape[0], 1)
         positive = matched >= 0
         negative = matched == -1
         index = matched.clamp(min=0)
