@@ -30,6 +30,11 @@ def infer_parser() -> argparse.ArgumentParser:
                    help='detections below this score are not drawn nor written')
     p.add_argument('--device', default='auto', help="'auto' (CUDA if available), 'cpu', 'cuda:0'")
     p.add_argument('--no-vis', action='store_true', help='write results.json only')
+    p.add_argument('--backend', default='torch',
+                   choices=('torch', 'onnxruntime', 'openvino', 'auto'),
+                   help="what runs the network: the eager model (torch), its ONNX export in "
+                        "onnxruntime or OpenVINO (CPU), or auto (the fastest installed, timed "
+                        "on the first batch)")
     return p
 
 
@@ -68,7 +73,7 @@ def infer_main(argv: Optional[List[str]] = None) -> dict:
     images = find_images(args.inputs)
     if args.batch_size < 1:
         parser.error('--batch-size must be >= 1')
-    model = init_model(args.config, args.checkpoint, device=args.device)
+    model = init_model(args.config, args.checkpoint, device=args.device, backend=args.backend)
     os.makedirs(args.out_dir, exist_ok=True)
     records = []
     with tqdm(total=len(images), desc='infer', unit='img') as bar:
