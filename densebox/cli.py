@@ -76,6 +76,8 @@ def train_main(argv: Optional[List[str]] = None):
         cfg.resume = True
         cfg.load_from = args.resume
     runner = _build_runner(cfg)
+    from densebox.ops import speed_up_cpu_training
+    speed_up_cpu_training(runner.model)  # CPU training only: each conv's fastest layout
     runner.train()
     return runner
 

@@ -92,6 +92,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     tr.add_argument('--amp-only', action='store_true')
     tr.add_argument('--channels-last', action='store_true', help='also in channels-last')
     tr.add_argument('--channels-last-only', action='store_true')
+    tr.add_argument('--no-cpu-fast-paths', dest='cpu_fast_paths', action='store_false',
+                    help="densebox's convs in the input's layout, without "
+                         'densebox.ops.speed_up_cpu_training')
     _common(tr, iters=3)
 
     da = sub.add_parser('data', help='training pipelines: images/s per worker')
@@ -186,7 +189,8 @@ def run(args) -> tuple:
         out = run_train_benchmark(_devices_of(args), args.batch_sizes,
                                   _modes(args.amp, args.amp_only),
                                   _modes(args.channels_last, args.channels_last_only),
-                                  args.iters, args.warmup, args.repeats, args.seed, log=log)
+                                  args.iters, args.warmup, args.repeats, args.seed,
+                                  cpu_fast_paths=args.cpu_fast_paths, log=log)
         return out, format_train_table(out['results'])
     if args.command == 'data':
         from densebox.benchmark.data import format_data_table, run_data_benchmark

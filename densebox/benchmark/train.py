@@ -9,7 +9,10 @@ torchvision). One timed step, pipeline excluded:
 
 * densebox: ``model.data_preprocessor`` (upload, normalise, stack), ``model(...,
   mode='loss')`` (network, matching, hard negative mining, loss), the sum of the losses,
-  ``backward``, ``optimizer.step``, ``zero_grad``;
+  ``backward``, ``optimizer.step``, ``zero_grad``; the model set up as ``densebox train``
+  sets it up (:func:`densebox.ops.speed_up_cpu_training`: on the CPU each conv runs in
+  the memory layout it was timed fastest in; ``cpu_fast_paths=False`` turns that off; the
+  untimed warm-up step does the timing);
 * torchvision: images to float [0, 1] on the device, ``model(images, targets)`` (its
   transform normalises and resizes, network, matching, mining, loss), the sum,
   ``backward``, ``optimizer.step``, ``zero_grad``.
@@ -92,11 +95,19 @@ class _Step:
 
 
 class DenseboxTrainStep(_Step):
-    """One densebox training step; ``losses`` are ``loss_cls`` and ``loss_bbox``."""
+    """One densebox training step; ``losses`` are ``loss_cls`` and ``loss_bbox``.
 
-    def __init__(self, model, amp: bool = False, channels_last: bool = False):
+    ``cpu_fast_paths``: as ``densebox train`` sets the model up,
+    :func:`densebox.ops.speed_up_cpu_training` (each conv's input layout chosen for CPU
+    training; nothing changes on a GPU)."""
+
+    def __init__(self, model, amp: bool = False, channels_last: bool = False,
+                 cpu_fast_paths: bool = True):
         super().__init__(model, amp, channels_last)
         model.data_preprocessor.channels_last = channels_last
+        if cpu_fast_paths:
+            from densebox.ops import speed_up_cpu_training
+            speed_up_cpu_training(model)
 
     def losses(self, batch: List[dict]) -> Dict[str, torch.Tensor]:
         from mmengine.structures import InstanceData
@@ -161,14 +172,15 @@ def share_default_boxes(tv_model: torch.nn.Module, db_model: torch.nn.Module,
 
 
 def build_pair(seed: int = 0, device: str = 'cpu', amp: bool = False,
-               channels_last: bool = False, config: Optional[str] = None) -> dict:
+               channels_last: bool = False, config: Optional[str] = None,
+               cpu_fast_paths: bool = True) -> dict:
     """``{'densebox': DenseboxTrainStep, 'torchvision': TorchvisionTrainStep}`` holding the
     same random weights (and default boxes, :func:`share_default_boxes`) on ``device``."""
     tv = random_torchvision_ssd300(seed).to(device)
     db, _ = densebox_from_torchvision(tv.cpu(), config)
     tv, db = tv.to(device), db.to(device)
     share_default_boxes(tv, db)
-    return dict(densebox=DenseboxTrainStep(db, amp, channels_last),
+    return dict(densebox=DenseboxTrainStep(db, amp, channels_last, cpu_fast_paths),
                 torchvision=TorchvisionTrainStep(tv, amp, channels_last))
 
 
@@ -202,7 +214,7 @@ def run_train_benchmark(devices: Sequence[str] = ('cpu',), batch_sizes: Sequence
                         amp_modes: Sequence[bool] = (False,),
                         channels_last_modes: Sequence[bool] = (False,), iters: int = 3,
                         warmup: int = 1, repeats: int = 3, seed: int = 0,
-                        config: Optional[str] = None,
+                        config: Optional[str] = None, cpu_fast_paths: bool = True,
                         log: Callable[[str], None] = print) -> dict:
     """Time the two training steps alternately.
 
@@ -223,7 +235,8 @@ def run_train_benchmark(devices: Sequence[str] = ('cpu',), batch_sizes: Sequence
     out = dict(env=environment(devices[0]),
                settings=dict(devices=list(devices), batch_sizes=list(batch_sizes),
                              amp=list(amp_modes), channels_last=list(channels_last_modes),
-                             iters=iters, warmup=warmup, repeats=repeats, seed=seed),
+                             iters=iters, warmup=warmup, repeats=repeats, seed=seed,
+                             cpu_fast_paths=cpu_fast_paths),
                loss_check=check, results=[])
     for device in devices:
         if device.startswith('cuda') and 'gpu' not in out['env']:
@@ -232,15 +245,16 @@ def run_train_benchmark(devices: Sequence[str] = ('cpu',), batch_sizes: Sequence
             for channels_last in channels_last_modes:
                 for batch in batch_sizes:
                     out['results'] += _time_case(device, batch, amp, channels_last, iters,
-                                                 warmup, repeats, seed, config)
+                                                 warmup, repeats, seed, config, cpu_fast_paths)
                     log(format_train_table(out['results'][-2:], header=False))
     return out
 
 
-def _time_case(device, batch, amp, channels_last, iters, warmup, repeats, seed, config):
+def _time_case(device, batch, amp, channels_last, iters, warmup, repeats, seed, config,
+               cpu_fast_paths):
     errors: Dict[str, Optional[str]] = {k: None for k in IMPLS}
     try:
-        steps = build_pair(seed, device, amp, channels_last, config)
+        steps = build_pair(seed, device, amp, channels_last, config, cpu_fast_paths)
     except Exception as err:  # e.g. no CUDA
         steps, errors = {}, {k: f'{type(err).__name__}: {err}' for k in IMPLS}
     data = random_batch(batch, seed + 1)
