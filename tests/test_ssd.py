@@ -100,6 +100,41 @@ def test_matcher_every_gt_gets_its_best_prior():
         assert ((matched[b] == -1) == (~pos)).all()
 
 
+def _reference_match(anchors, gt, pos_thr, neg_thr):
+    """One image, written plainly (torchvision's SSDMatcher, plus the ignored band)."""
+    matched = torch.full((len(anchors),), -1, dtype=torch.long)
+    if len(gt) == 0:
+        return matched
+    iou = bbox_iou(gt, anchors)                                   # (G, A)
+    best_iou, best_gt = iou.max(0)
+    for g, a in enumerate(iou.argmax(1).tolist()):                # later gts win a shared prior
+        best_gt[a], best_iou[a] = g, 2.0
+    matched[best_iou >= pos_thr] = best_gt[best_iou >= pos_thr]
+    matched[(best_iou >= neg_thr) & (best_iou < pos_thr)] = -2
+    return matched
+
+
+@pytest.mark.parametrize('pos_thr,neg_thr', [(0.5, 0.5), (0.5, 0.4)])
+def test_matcher_equals_a_per_image_reference(pos_thr, neg_thr):
+    gen = _anchor_generator('configs/ssd300_voc.py')
+    anchors = gen.grid_anchors([(s, s) for s in [38, 19, 10, 5, 3, 1]])
+    g = torch.Generator().manual_seed(3)
+    counts = [0, 1, 7, 3]
+    gt = torch.zeros(4, 7, 4)
+    for b, n in enumerate(counts):
+        xy = torch.rand(n, 2, generator=g) * 200
+        gt[b, :n] = torch.cat([xy, xy + torch.rand(n, 2, generator=g) * 100 + 4], 1)
+    gt[2, 5] = gt[2, 4]  # two objects with the same best prior
+    valid = torch.arange(7)[None] < torch.tensor(counts)[:, None]
+    matched, max_iou = SSDMatcher(pos_thr, neg_thr)(anchors, gt, valid)
+    assert matched.shape == max_iou.shape == (4, len(anchors))
+    for b, n in enumerate(counts):
+        assert torch.equal(matched[b], _reference_match(anchors, gt[b, :n], pos_thr, neg_thr))
+    # no data-dependent shapes (nothing a GPU would have to wait for): runs on meta tensors
+    meta, _ = SSDMatcher(pos_thr, neg_thr)(anchors.to('meta'), gt.to('meta'), valid.to('meta'))
+    assert meta.shape == (4, len(anchors)) and meta.device.type == 'meta'
+
+
 def test_hard_negative_mining_keeps_exactly_top_3n():
     torch.manual_seed(2)
     loss = torch.rand(3, 1000)

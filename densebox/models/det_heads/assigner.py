@@ -44,15 +44,16 @@ class SSDMatcher:
 
         # Force every valid ground truth onto its best prior, so that no object goes
         # unmatched. (When two objects share a best prior, only one of them can keep it.)
+        # Padding entries write into a spare column A that is dropped: no boolean-mask
+        # indexing, so on a GPU nothing waits for the host.
         best_prior = iou.argmax(dim=2)                                           # (B, G)
+        target = torch.where(gt_valid, best_prior, torch.full_like(best_prior, num_anchors))
         gt_index = torch.arange(num_gt, device=anchors.device).expand(batch, -1)
-        batch_index = torch.arange(batch, device=anchors.device)[:, None].expand(-1, num_gt)
-        valid = gt_valid
-        matched[batch_index[valid], best_prior[valid]] = gt_index[valid]
-        max_iou[batch_index[valid], best_prior[valid]] = 2.0
+        spare = matched.new_zeros(batch, 1)
+        matched = torch.cat([matched, spare], 1).scatter_(1, target, gt_index)[:, :num_anchors]
+        max_iou = torch.cat([max_iou, max_iou.new_zeros(batch, 1)], 1).scatter_(
+            1, target, 2.0)[:, :num_anchors]
 
-        result = torch.full_like(matched, -2)
-        result[max_iou < self.neg_iou_thr] = -1
-        positive = max_iou >= self.pos_iou_thr
-        result[positive] = matched[positive]
+        negative_or_ignored = torch.where(max_iou < self.neg_iou_thr, -1, -2)
+        result = torch.where(max_iou >= self.pos_iou_thr, matched, negative_or_ignored)
         return result, max_iou
