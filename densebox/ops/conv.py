@@ -254,8 +254,9 @@ class AutotunedConv2d(nn.Conv2d):
                 and cpu_conv_mode() != 'aten')
 
     def _training_input(self, x: Tensor) -> Tensor:
-        """``x`` in the memory layout whose forward + backward was faster for its size."""
-        key = ('train', x.requires_grad) + size_class(x)
+        """``x`` in the memory layout whose forward + backward (with the conversion to it)
+        was faster for its size and incoming layout."""
+        key = ('train', x.requires_grad, _layout_of(x)) + size_class(x)
         layout = self.train_layouts.get(key)
         if layout is None:
             layout = self.train_layouts[key] = self._remembered_or_timed_layout(x, key)
@@ -264,11 +265,11 @@ class AutotunedConv2d(nn.Conv2d):
 
     def _remembered_or_timed_layout(self, x: Tensor, key: Tuple) -> str:
         store = choice_file()
-        _, grad_input, batch, area_bits, threads = key
+        _, grad_input, incoming, batch, area_bits, threads = key
         file_key = (f'{cpu_name()} | torch {torch.__version__} | {threads} threads | training '
                     f'conv {self.in_channels}->{self.out_channels} pad {self.padding[0]}x'
                     f'{self.padding[1]} bias {self.bias is not None} grad_input {grad_input} | '
-                    f'batch {batch} area 2^{area_bits}')
+                    f'batch {batch} area 2^{area_bits} from {incoming}')
         layout = store.get(file_key) if store is not None else None
         if layout not in TRAIN_LAYOUTS:
             global _announced_layout_timing
@@ -284,9 +285,12 @@ class AutotunedConv2d(nn.Conv2d):
 
     def _time_training_layouts(self, x: Tensor) -> str:
         """'channels_last' or 'contiguous': the input layout in which this conv's forward
-        and backward (input, weight and bias gradients, as training needs them) ran
-        faster on ``x`` (best of two runs each, after one warm-up). oneDNN computes the
-        same convolution in both; only its blocking, and so the rounding, differs."""
+        and backward (input, weight and bias gradients, as training needs them), plus the
+        conversion from ``x``'s own layout, ran faster on (the first four images of) ``x``
+        (best of two runs each, after one warm-up). The other layout must win by 5% to
+        be taken, so neighbouring convs do not flip layouts on timing noise. oneDNN
+        computes the same convolution in both; only its blocking, and so the rounding,
+        differs."""
         weight = self.weight.detach()
         bias = self.bias.detach() if self.bias is not None else None
         mask = [bool(x.requires_grad), True, bias is not None]
@@ -300,14 +304,26 @@ class AutotunedConv2d(nn.Conv2d):
                     g, a, weight, [weight.shape[0]] if bias is not None else None,
                     list(self.stride), list(self.padding), list(self.dilation), False, [0, 0],
                     self.groups, mask)
+            incoming = _layout_of(x)
+            inp = inp.contiguous(memory_format=_FORMATS[incoming])  # the slice keeps it
             best = {}
-            for layout, fmt in (('contiguous', torch.contiguous_format),
-                                ('channels_last', torch.channels_last)):
-                a, g = inp.contiguous(memory_format=fmt), grad.contiguous(memory_format=fmt)
-                step(a, g)
-                best[layout] = _best_time(lambda t: step(t, g), a, runs=2)
-        return ('channels_last' if best['channels_last'] < NNPACK_MIN_GAIN * best['contiguous']
-                else 'contiguous')
+            for layout, fmt in _FORMATS.items():
+                g = grad.contiguous(memory_format=fmt)
+                step(inp.contiguous(memory_format=fmt), g)
+                best[layout] = _best_time(
+                    lambda t: step(t.contiguous(memory_format=fmt), g), inp, runs=2)
+        other = 'channels_last' if incoming == 'contiguous' else 'contiguous'
+        return other if best[other] < NNPACK_MIN_GAIN * best[incoming] else incoming
+
+
+_FORMATS = {'contiguous': torch.contiguous_format, 'channels_last': torch.channels_last}
+
+
+def _layout_of(x: Tensor) -> str:
+    """'channels_last' for a channels-last (and not also NCHW-contiguous) tensor, else
+    'contiguous' (what a strided view is copied to)."""
+    return ('channels_last' if x.is_contiguous(memory_format=torch.channels_last)
+            and not x.is_contiguous() else 'contiguous')
 
 
 def is_eligible(conv: nn.Module) -> bool:
