@@ -191,11 +191,12 @@ def check_output(pipeline: str, impl: str, item) -> Optional[str]:
                 return f'mask values {sorted(values - set(range(19)))} outside 0..18, 255'
             return None if (h, w) == (512, 1024) and image.dtype == torch.uint8 else \
                 f'image {tuple(image.shape)} {image.dtype}, expected (3, 512, 1024) uint8'
+    if (h, w) != (300, 300) or image.dtype != torch.uint8 or image.shape[0] != 3:
+        return f'image {tuple(image.shape)} {image.dtype}, expected (3, 300, 300) uint8'
+    if impl != 'torchvision':
         boxes, labels = sample.gt_instances.bboxes, sample.gt_instances.labels
         if hasattr(boxes, 'tensor'):
             boxes = boxes.tensor
-    if (h, w) != (300, 300) or image.dtype != torch.uint8 or image.shape[0] != 3:
-        return f'image {tuple(image.shape)} {image.dtype}, expected (3, 300, 300) uint8'
     boxes = torch.as_tensor(boxes, dtype=torch.float32)
     if len(boxes) and (boxes.min() < -1e-3 or boxes[:, 0::2].max() > w + 1e-3
                        or boxes[:, 1::2].max() > h + 1e-3):

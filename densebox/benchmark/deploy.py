@@ -50,16 +50,18 @@ def matched_fraction(got, ref, score_tol: float = 1e-5, box_tol: float = 1e-3) -
 
 
 def build_backends(backends: Sequence[str], seed: int = 0, config: Optional[str] = None,
-                   cpu_fast_paths: bool = True) -> dict:
+                   cpu_fast_paths: bool = True, model=None) -> dict:
     """``{backend: model or runner (None when not installed)}`` sharing one set of weights,
     each usable with :func:`densebox.inference` (``cfg`` and ``dataset_meta`` attached as
-    :func:`densebox.init_model` attaches them)."""
+    :func:`densebox.init_model` attaches them). ``model``: another detector from
+    :func:`densebox.init_model` instead of SSD300 (e.g. a small one for tests)."""
     from densebox.apis.model import dataset_meta_from_config
     from densebox.deploy.runtime import OnnxDetector, runtime_available
     from densebox.ops import speed_up_cpu_inference
-    model, cfg = densebox_from_torchvision(random_torchvision_ssd300(seed), config)
-    model.cfg = cfg
-    model.dataset_meta = dataset_meta_from_config(cfg)
+    if model is None:
+        model, cfg = densebox_from_torchvision(random_torchvision_ssd300(seed), config)
+        model.cfg = cfg
+        model.dataset_meta = dataset_meta_from_config(cfg)
     if cpu_fast_paths:
         speed_up_cpu_inference(model)
     out = {}
@@ -75,14 +77,14 @@ def run_deploy_benchmark(backends: Sequence[str] = BACKENDS, batch_sizes: Sequen
                          iters: int = 5, warmup: int = 1, repeats: int = 3,
                          image_hw: Sequence[int] = (375, 500), seed: int = 0,
                          config: Optional[str] = None, cpu_fast_paths: bool = True,
-                         log: Callable[[str], None] = print) -> dict:
+                         model=None, log: Callable[[str], None] = print) -> dict:
     """See the module docstring. Returns ``{'env', 'settings', 'results': [...]}`` with one
     entry per (backend, batch): ``img_per_s`` (median), ``img_per_s_repeats``,
     ``first_call_s``, ``setup_s``, ``same_detections`` and ``error``."""
     from densebox.apis import inference
     if 'torch' not in backends:
         raise ValueError("the deploy benchmark needs the 'torch' backend (the reference)")
-    runners = build_backends(backends, seed, config, cpu_fast_paths)
+    runners = build_backends(backends, seed, config, cpu_fast_paths, model)
     out = dict(env=environment('cpu'),
                settings=dict(backends=list(backends), batch_sizes=list(batch_sizes), iters=iters,
                              warmup=warmup, repeats=repeats, image_hw=list(image_hw), seed=seed,

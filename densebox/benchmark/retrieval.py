@@ -174,12 +174,13 @@ def run_retrieval_benchmark(sizes: Sequence[int] = (1_000_000, 10_000_000), dim:
                             k: int = 50, single_queries: int = 20, batch_queries: int = 256,
                             threads: Optional[int] = None, seed: int = 0,
                             chunk_rows: int = 65536, workdir: Optional[str] = None,
-                            impls: Sequence[str] = IMPLS,
+                            impls: Sequence[str] = IMPLS, isolate: bool = True,
                             log: Callable[[str], None] = print) -> dict:
     """Both sides for each size (see the module docstring). faiss is skipped, with the
     reason in ``error``, where it is not installed or its float32 copy would not fit in the
-    available memory. Returns ``{'env', 'settings', 'results': [...], 'identical': {size:
-    bool}}``."""
+    available memory. ``isolate=False`` runs the sides in this process (for tests: the
+    peak memory figures then mix). Returns ``{'env', 'settings', 'results': [...],
+    'identical': {size: bool}}``."""
     from densebox.retrieval import SearchResult, same_topk
 
     from .e2e import environment
@@ -188,7 +189,7 @@ def run_retrieval_benchmark(sizes: Sequence[int] = (1_000_000, 10_000_000), dim:
     out = dict(env=environment('cpu'),
                settings=dict(sizes=list(sizes), dim=dim, k=k, single_queries=single_queries,
                              batch_queries=batch_queries, threads=threads, seed=seed,
-                             chunk_rows=chunk_rows),
+                             chunk_rows=chunk_rows, isolated=isolate),
                results=[], identical={})
     ctx = multiprocessing.get_context('spawn')
     for size in sizes:
@@ -197,11 +198,18 @@ def run_retrieval_benchmark(sizes: Sequence[int] = (1_000_000, 10_000_000), dim:
             error = _cannot_run(impl, size, dim)
             if error is None:
                 tmp = tempfile.mkdtemp(prefix='densebox_retrieval_', dir=workdir)
+                side = (impl, size, dim, seed, chunk_rows, k, single_queries, batch_queries,
+                        threads, str(Path(tmp) / 'store'))
                 try:
-                    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
-                        found[impl] = pool.submit(
-                            _run_side, impl, size, dim, seed, chunk_rows, k, single_queries,
-                            batch_queries, threads, str(Path(tmp) / 'store')).result()
+                    if isolate:
+                        with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+                            found[impl] = pool.submit(_run_side, *side).result()
+                    else:
+                        old_threads = torch.get_num_threads()
+                        try:
+                            found[impl] = _run_side(*side)
+                        finally:
+                            torch.set_num_threads(old_threads)
                 except Exception as err:  # e.g. the process was killed for memory
                     error = f'{type(err).__name__}: {err}'
                 finally:

@@ -185,7 +185,8 @@ def build_pair(seed: int = 0, device: str = 'cpu', amp: bool = False,
 
 
 def compare_losses(seed: int = 0, batch: int = 2, device: str = 'cpu',
-                   rtol: Sequence[float] = (1e-5, 1e-3), config: Optional[str] = None) -> dict:
+                   rtol: Sequence[float] = (1e-5, 1e-3), config: Optional[str] = None,
+                   cpu_fast_paths: bool = True) -> dict:
     """One step of each from the same weights on the same batch, twice (the second step
     from the weights the first one made).
 
@@ -196,7 +197,7 @@ def compare_losses(seed: int = 0, batch: int = 2, device: str = 'cpu',
     passes (the input normalisation alone rounds differently), which the steep first step
     of a random network amplifies to about 1e-4. fp32, NCHW.
     """
-    steps = build_pair(seed, device, config=config)
+    steps = build_pair(seed, device, config=config, cpu_fast_paths=cpu_fast_paths)
     data = random_batch(batch, seed)
     records, worst = [], []
     for _ in range(2):
@@ -228,7 +229,7 @@ def run_train_benchmark(devices: Sequence[str] = ('cpu',), batch_sizes: Sequence
     per (impl, device, batch, amp, channels_last): ``img_per_s`` (median),
     ``img_per_s_repeats``, ``seconds_per_step`` (median) and ``error``.
     """
-    check = compare_losses(seed, 2, devices[0], config=config)
+    check = compare_losses(seed, 2, devices[0], config=config, cpu_fast_paths=cpu_fast_paths)
     log(f"loss check (same weights, same batch): equal={check['equal']}, largest relative "
         f"difference {check['max_rel_diff'][0]:.1e} (first step), "
         f"{check['max_rel_diff'][1]:.1e} (after one update)")
