@@ -93,3 +93,9 @@ def test_inference_and_aten_mode_leave_layouts_alone(monkeypatch, tmp_path):
     monkeypatch.delenv(ENV_CPU_CONV)
     frozen(x)  # frozen weights (no training): left alone too
     assert frozen[0].train_layouts == {}
+    torch.use_deterministic_algorithms(True)
+    try:
+        _grads(net, x)  # deterministic mode: a resumed run must round the same way
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert net[0].train_layouts == {}

@@ -251,6 +251,8 @@ class AutotunedConv2d(nn.Conv2d):
                 and self.weight.dtype == torch.float32 and not torch.is_autocast_enabled('cpu')
                 and not (torch.jit.is_tracing() or torch.jit.is_scripting()
                          or torch.compiler.is_compiling())
+                # deterministic runs (resume must repeat the rounding): layouts left alone
+                and not torch.are_deterministic_algorithms_enabled()
                 and cpu_conv_mode() != 'aten')
 
     def _training_input(self, x: Tensor) -> Tensor:
@@ -363,7 +365,9 @@ def speed_up_cpu_training(model: nn.Module) -> int:
     forward + backward runs faster, per input size class, timed once on the first step and
     kept in the choices file. The convolution is the same (oneDNN in both layouts; the
     rounding differs); parameters, state dict and inference are untouched.
-    ``DENSEBOX_CPU_CONV=aten`` leaves every layout alone. Returns the number of convs.
+    ``DENSEBOX_CPU_CONV=aten`` and deterministic mode
+    (``torch.use_deterministic_algorithms``, mmengine's ``randomness.deterministic``) leave
+    every layout alone. Returns the number of convs.
 
     Why: on a 2-core AVX-512 machine, for SSD300's convs at batch 4, channels-last made
     forward + backward 1.8-1.9x faster at 300x300 and 1.2x at 150x150, but 0.85-0.9x at
