@@ -369,9 +369,10 @@ def speed_up_cpu_training(model: nn.Module) -> int:
     (``torch.use_deterministic_algorithms``, mmengine's ``randomness.deterministic``) leave
     every layout alone. Returns the number of convs.
 
-    Why: on a 2-core AVX-512 machine, for SSD300's convs at batch 4, channels-last made
-    forward + backward 1.8-1.9x faster at 300x300 and 1.2x at 150x150, but 0.85-0.9x at
-    75x75 and 38x38, so no single layout is best for the whole network.
+    Why: oneDNN's channels-last kernels ran SSD300's conv forward + backward faster on the
+    large early maps and slower on the small late ones (2-core AVX-512 machine, batch 4),
+    so no single layout is best for the whole network, and which one wins depends on the
+    CPU.
     """
     _swap_eligible_convs(model)  # with or without NNPACK (inference checks for it itself)
     count = 0
