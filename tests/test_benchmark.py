@@ -118,6 +118,8 @@ def test_deploy_mode_runtimes_give_eager_detections():
         if rows[name]['error'] is None:
             assert rows[name]['same_detections'] == 1.0 and rows[name]['setup_s'] > 0
     assert rows['onnxruntime']['error'] is None and rows['torch']['detections_per_image'] == 50
+    assert rows['auto']['same_detections'] == 1.0
+    assert rows['auto']['chosen'] in ('torch', 'onnxruntime', 'openvino')
     assert 'vs torch' in format_deploy_table(out['results'])
 
 

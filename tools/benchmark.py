@@ -78,8 +78,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     _common(inf)
 
     dep = sub.add_parser('deploy', help='CPU: eager vs onnxruntime vs OpenVINO (SSD300)')
-    dep.add_argument('--backends', nargs='+', default=['torch', 'onnxruntime', 'openvino'],
-                     choices=('torch', 'onnxruntime', 'openvino'))
+    dep.add_argument('--backends', nargs='+',
+                     default=['torch', 'onnxruntime', 'openvino', 'auto'],
+                     choices=('torch', 'onnxruntime', 'openvino', 'auto'))
     dep.add_argument('--batch-sizes', nargs='+', type=int, default=[1])
     dep.add_argument('--image-size', nargs=2, type=int, default=[375, 500], metavar=('H', 'W'))
     dep.add_argument('--no-cpu-fast-paths', dest='cpu_fast_paths', action='store_false')

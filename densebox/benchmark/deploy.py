@@ -10,7 +10,9 @@ pixels:
 
 * ``torch``: the eager model (CPU fast paths on, as ``init_model`` sets them);
 * ``onnxruntime`` / ``openvino``: :class:`densebox.deploy.OnnxDetector` on the model's
-  export (float32 in both).
+  export (float32 in both);
+* ``auto``: :class:`densebox.deploy.AutoBackend`, which times the three on its first call
+  and keeps the fastest (its ``first_call_s`` is that one-off cost; ``chosen`` says which).
 
 Backends take turns, ``repeats`` times (``warmup`` untimed calls, then ``iters`` timed
 ones); medians. The one-off first-call costs are reported apart: the eager model's first
@@ -29,7 +31,7 @@ import torch
 
 from .e2e import densebox_from_torchvision, environment, random_images, random_torchvision_ssd300
 
-BACKENDS = ('torch', 'onnxruntime', 'openvino')
+BACKENDS = ('torch', 'onnxruntime', 'openvino', 'auto')
 
 
 def matched_fraction(got, ref, score_tol: float = 1e-5, box_tol: float = 1e-3) -> float:
@@ -64,10 +66,13 @@ def build_backends(backends: Sequence[str], seed: int = 0, config: Optional[str]
         model.dataset_meta = dataset_meta_from_config(cfg)
     if cpu_fast_paths:
         speed_up_cpu_inference(model)
+    from densebox.deploy.runtime import AutoBackend
     out = {}
     for name in backends:
         if name == 'torch':
             out[name] = model
+        elif name == 'auto':
+            out[name] = AutoBackend(model, log=lambda line: None)
         else:
             out[name] = OnnxDetector.from_model(model, name) if runtime_available(name) else None
     return out
@@ -132,6 +137,7 @@ def run_deploy_benchmark(backends: Sequence[str] = BACKENDS, batch_sizes: Sequen
                 img_per_s=statistics.median(rates[name]) if rates[name] else None,
                 img_per_s_repeats=rates[name], first_call_s=first.get(name),
                 setup_s=getattr(runner, 'setup_seconds', None) if runner is not None else None,
+                chosen=getattr(runner, 'chosen', None),
                 detections_per_image=(float(np.mean([len(r) for r in last[name]]))
                                       if name in last else None),
                 same_detections=same, error=errors[name]))
