@@ -28,7 +28,6 @@ import statistics
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-import numpy as np
 import torch
 
 from .e2e import environment, random_images, time_calls
