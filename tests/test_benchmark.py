@@ -107,6 +107,7 @@ def test_data_mode_outputs_are_checked(tmp_path):
     assert 'expected (3, 300, 300)' in check_output('ssd300', 'densebox', bad)
 
 
+@pytest.mark.openvino
 def test_deploy_mode_runtimes_give_eager_detections():
     from densebox.benchmark.deploy import format_deploy_table, run_deploy_benchmark
     from test_onnx import _det_model

@@ -15,9 +15,9 @@ from test_onnx import QUICKSTART, _det_model, _seg_model
 
 RUNTIMES = [
     'onnxruntime',
-    pytest.param('openvino', marks=pytest.mark.skipif(
+    pytest.param('openvino', marks=[pytest.mark.openvino, pytest.mark.skipif(
         not runtime_available('openvino'),
-        reason='openvino is not installed (pip install openvino; it is in the [test] extra)')),
+        reason='openvino is not installed (pip install openvino; it is in the [test] extra)')]),
 ]
 
 
@@ -106,6 +106,7 @@ def test_onnx_segmentor_file_needs_logits(tmp_path):
     assert (runner(images)[0].sem_seg == ref).mean() > 0.999
 
 
+@pytest.mark.openvino  # 'auto' times OpenVINO too
 def test_init_model_backends(tmp_path):
     ckpt = tmp_path / 'ssd.pth'
     model = _det_model(100)
