@@ -90,6 +90,8 @@ def train_main(argv: Optional[List[str]] = None):
     runner = _build_runner(cfg)
     report_total_batch(runner.cfg, runner.world_size, args.auto_scale_lr, runner.logger,
                        args.config)
+    from densebox.ops import speed_up_cpu_training
+    speed_up_cpu_training(runner.model)  # CPU training only: each conv's fastest layout
     runner.train()
     return runner
 

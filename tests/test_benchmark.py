@@ -1,10 +1,11 @@
-"""Smoke test of ``tools/benchmark.py inference``: one tiny run, JSON shape and sanity only
-(no speed assertions: timings on a shared CPU mean nothing here)."""
+"""Smoke tests of ``tools/benchmark.py``'s modes: tiny runs, JSON shape and the identity
+checks each mode makes (no speed assertions: timings on a shared CPU mean nothing here)."""
 import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from densebox.benchmark.e2e import format_table, paired
 
@@ -61,3 +62,115 @@ def test_cli_rejects_bad_arguments():
         cli.parse_args(['inference', '--batch-sizes', '0'])
     with pytest.raises(SystemExit):
         cli.parse_args(['inference', '--device', 'tpu'])
+
+
+# ------------------------------------------------------------------ the other modes
+def test_eval_mode_densebox_equals_pycocotools(tmp_path):
+    out = tmp_path / 'eval.json'
+    _cli().main(['eval', '--num-images', '40', '--dets-per-image', '30', '--repeats', '1',
+                 '--out', str(out)])
+    data = json.loads(out.read_text())
+    rows = {r['impl']: r for r in data['results']}
+    assert set(rows) == {'densebox', 'pycocotools', 'faster_coco_eval'}
+    assert all(r['error'] is None and r['seconds'] > 0 for r in rows.values())
+    assert data['identical_to_pycocotools'] == {k: True for k in rows}
+    assert 0 < rows['pycocotools']['stats'][0] < 1 and len(rows['densebox']['stats']) == 12
+    assert data['env']['densebox_coco_backend'] == 'faster_coco_eval'
+
+
+def test_retrieval_mode_in_process(tmp_path):
+    from densebox.benchmark.retrieval import format_retrieval_table, run_retrieval_benchmark
+    out = run_retrieval_benchmark(sizes=(3000,), dim=32, k=10, single_queries=2,
+                                  batch_queries=8, chunk_rows=1000, workdir=str(tmp_path),
+                                  isolate=False, log=lambda line: None)
+    rows = {r['impl']: r for r in out['results']}
+    assert rows['densebox']['error'] is None and rows['densebox']['build_s'] > 0
+    assert rows['densebox']['single_query_ms'] > 0 and rows['densebox']['peak_rss_mb'] > 0
+    if rows['faiss']['error'] is None:  # faiss-cpu is in the [test] extra
+        assert out['identical'] == {'3000': True}
+    assert 'densebox' in format_retrieval_table(out['results'])
+    assert not list(tmp_path.iterdir())  # the store is removed afterwards
+
+
+def test_data_mode_outputs_are_checked(tmp_path):
+    from densebox.benchmark.data import check_output, run_data_benchmark
+    out = run_data_benchmark(num_items=2, repeats=1, coco_images=3, cityscapes_images=1,
+                             workdir=str(tmp_path), log=lambda line: None)
+    rows = {(r['pipeline'], r['impl']): r for r in out['results']}
+    assert set(rows) == {('ssd300', 'densebox'), ('ssd300', 'torchvision'),
+                         ('cityscapes', 'densebox')}
+    for row in rows.values():
+        assert row['outputs_ok'], row['problem']
+        assert row['img_per_s'] > 0
+    # the check does catch a wrong output
+    bad = dict(inputs=torch.zeros(3, 320, 300, dtype=torch.uint8), data_samples=None)
+    assert 'expected (3, 300, 300)' in check_output('ssd300', 'densebox', bad)
+
+
+@pytest.mark.openvino
+def test_deploy_mode_runtimes_give_eager_detections():
+    from densebox.benchmark.deploy import format_deploy_table, run_deploy_benchmark
+    from test_onnx import _det_model
+    out = run_deploy_benchmark(iters=1, warmup=0, repeats=1, image_hw=(90, 120),
+                               model=_det_model(50), log=lambda line: None)
+    rows = {r['backend']: r for r in out['results']}
+    assert rows['torch']['same_detections'] == 1.0
+    for name in ('onnxruntime', 'openvino'):
+        if rows[name]['error'] is None:
+            assert rows[name]['same_detections'] == 1.0 and rows[name]['setup_s'] > 0
+    assert rows['onnxruntime']['error'] is None and rows['torch']['detections_per_image'] == 50
+    assert rows['auto']['same_detections'] == 1.0
+    assert rows['auto']['chosen'] in ('torch', 'onnxruntime', 'openvino')
+    assert 'vs torch' in format_deploy_table(out['results'])
+
+
+def test_matched_fraction_sees_a_different_detection():
+    from densebox.apis import DetResult
+    from densebox.benchmark.deploy import matched_fraction
+    ref = DetResult([[0, 0, 10, 10], [5, 5, 20, 20]], [0.9, 0.8], [0, 1], ('a', 'b'),
+                    shape=(30, 30))
+    assert matched_fraction(ref, ref) == 1.0
+    boxes = ref.boxes.copy()
+    boxes[0, 3] += 0.01
+    moved = DetResult(boxes, ref.scores, ref.labels, ref.class_names, shape=(30, 30))
+    assert matched_fraction(moved, ref) == 0.5  # one box moved by 0.01 px > 1e-3
+
+
+def test_models_mode_ssdlite_and_a_segmenter():
+    from densebox.benchmark.models import format_models_table, run_models_benchmark
+    out = run_models_benchmark(models=('ssdlite', 'mobile_deeplabv3'), iters=1, warmup=0,
+                               repeats=1, image_hw=dict(ssdlite=(90, 120),
+                                                        mobile_deeplabv3=(64, 96)),
+                               log=lambda line: None)
+    rows = {(r['model'], r['impl']): r for r in out['results']}
+    assert len(rows) == 4
+    for row in rows.values():
+        assert row['outputs_ok'], row['problem']
+        assert row['img_per_s'] > 0 and row['gflops'] > 0 and row['params'] > 0
+    # the densebox segmenter ran at the image's size (its Resize was set to it)
+    assert rows[('mobile_deeplabv3', 'densebox')]['network_hw'] == [64, 96]
+    assert rows[('ssdlite', 'torchvision')]['network'] == 'ssdlite320_mobilenet_v3_large'
+    assert 'GFLOPs' in format_models_table(out['results'])
+
+
+def test_train_losses_equal_torchvision():
+    """The identity check of the train mode: from the same weights, on the same batch,
+    densebox's SSD loss is torchvision's (and still after one SGD step)."""
+    from densebox.benchmark.train import compare_losses
+    check = compare_losses(seed=0, batch=1, cpu_fast_paths=False)
+    assert check['equal'], check
+    assert check['max_rel_diff'][0] < 1e-5
+    first = check['steps'][0]
+    assert first['densebox']['loss_cls'] > 0 and first['densebox']['loss_bbox'] > 0
+
+
+def test_cli_parses_every_mode():
+    cli = _cli()
+    for argv in (['deploy', '--backends', 'torch', 'openvino'], ['train', '--amp'],
+                 ['data', '--pipelines', 'ssd300'], ['eval', '--num-images', '10'],
+                 ['retrieval', '--sizes', '1000'], ['inference', '--models', 'ssdlite']):
+        assert cli.parse_args(argv).command == argv[0]
+    with pytest.raises(SystemExit):
+        cli.parse_args(['deploy', '--backends', 'tensorrt'])
+    with pytest.raises(SystemExit):
+        cli.parse_args(['train', '--iters', '0'])

@@ -2,6 +2,7 @@
 import contextlib
 import io
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -471,3 +472,52 @@ def test_coco_classwise_ap_agrees_with_cocoeval(coco_case):
     fake = np.concatenate([ev.eval['precision'], -np.ones_like(ev.eval['precision'][:, :, :1])],
                           axis=2)
     assert np.isnan(CocoMetric.classwise_ap(fake)[-1]).all()
+
+
+# ---------------------------------------------------------------- COCO backends
+def test_coco_metric_default_backend_is_faster_coco_eval_when_installed(monkeypatch):
+    pytest.importorskip('faster_coco_eval', reason='faster-coco-eval is in the [test] extra')
+    assert CocoMetric().backend == 'faster_coco_eval'
+    monkeypatch.setitem(sys.modules, 'faster_coco_eval', None)  # as if not installed
+    metric = CocoMetric()
+    assert metric.backend == 'pycocotools'
+    from pycocotools.cocoeval import COCOeval
+    assert metric.eval_cls is COCOeval
+
+
+@pytest.fixture(scope='module')
+def coco_val_like(tmp_path_factory):
+    """A COCO-like generated set: 80 categories, 100 images x 100 detections."""
+    from densebox.benchmark.coco_eval import make_coco_case, write_gt
+    gt, preds = make_coco_case(num_images=100, dets_per_image=100, seed=3)
+    return gt, preds, write_gt(gt, tmp_path_factory.mktemp('coco_val') / 'gt.json')
+
+
+def test_default_coco_metric_identical_to_pycocotools(coco_val_like):
+    """The default backend's 12 summary numbers equal plain pycocotools' run on the results
+    list (the oracle), not just to 4 decimals."""
+    from densebox.benchmark.coco_eval import eval_densebox, eval_pycocotools
+    gt, preds, path = coco_val_like
+    cat_ids = [c['id'] for c in gt['categories']]
+    ref = eval_pycocotools(path, preds, cat_ids)
+    assert 0.05 < ref[0] < 0.9 and (ref > 0).all()  # a non-trivial case: every stat scored
+    classes = [c['name'] for c in gt['categories']]
+    np.testing.assert_allclose(eval_densebox(path, preds, classes), ref, rtol=0, atol=1e-12)
+
+
+def test_detection_annotations_equal_what_load_res_makes(coco_val_like):
+    """CocoMetric skips loadRes: the annotations it builds must be loadRes' own (minus the
+    box polygons bbox evaluation never reads)."""
+    from pycocotools.coco import COCO
+    gt, preds, path = coco_val_like
+    metric = CocoMetric(ann_file=path, backend='pycocotools')
+    metric.dataset_meta = dict(classes=tuple(c['name'] for c in gt['categories']))
+    metric.process(None, [dict(img_id=i, pred_instances=dict(bboxes=b, scores=s, labels=l))
+                          for i, b, s, l in preds[:20]])
+    cat_ids = np.asarray([c['id'] for c in gt['categories']])
+    ours = metric._detection_annotations(metric.results, cat_ids)
+    with contextlib.redirect_stdout(io.StringIO()):
+        theirs = COCO(path).loadRes(metric._results_json(metric.results, cat_ids))
+    expected = [{k: v for k, v in a.items() if k != 'segmentation'}
+                for a in theirs.dataset['annotations']]
+    assert len(ours) == 2000 and ours == expected

@@ -280,6 +280,29 @@ def test_segmented_nms_dtypes(dtype):
     assert torch.equal(ops.segmented_nms(boxes, mask, 0.5), expected)
 
 
+def exact_iou_pair(dtype):
+    """Two boxes whose IoU is exactly the double nearest 0.45: intersection 9 over union 20
+    (IEEE division is correctly rounded, so 9.0 / 20.0 == 0.45 in float64)."""
+    return torch.tensor([[[0.0, 0.0, 14.0, 1.0], [5.0, 0.0, 20.0, 1.0]]], dtype=dtype)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_segmented_nms_iou_at_the_threshold_is_kept(dtype):
+    """IoU == threshold is not 'above' it, in every box type. The CUDA kernel once compared
+    against float32(0.45) = 0.449999988..., which suppresses such a pair in float64: this is
+    that case on the CPU kernel, which CUDA must now match (test_cuda_segmented_nms_exact_iou)."""
+    pair = exact_iou_pair(dtype)
+    assert ops.segmented_nms(pair, None, 0.45).tolist() == [[True, True]]
+    assert ops.segmented_nms(pair, None, 0.44).tolist() == [[True, False]]
+    as_float32 = float(torch.tensor(0.45, dtype=torch.float32))  # 0.449999988079071
+    expected = [[True, False]] if dtype == torch.float64 else [[True, True]]
+    assert ops.segmented_nms(pair, None, as_float32).tolist() == expected
+    # the plain kernels agree (torchvision's CPU nms compares in double too)
+    scores = torch.tensor([0.9, 0.8], dtype=dtype)
+    assert ops.nms(pair[0], scores, 0.45).tolist() == [0, 1]
+    assert torchvision.ops.nms(pair[0], scores, 0.45).tolist() == [0, 1]
+
+
 def test_segmented_nms_non_contiguous_and_meta():
     boxes, mask = make_table(5, 60, seed=12)
     wide = torch.zeros(60, 5, 8)
@@ -599,25 +622,44 @@ def test_cuda_segmented_nms_matches_cpu(groups, k, dtype):
 
 
 @needs_cuda
+@pytest.mark.parametrize('dtype', [torch.float16, torch.float32, torch.float64])
+def test_cuda_segmented_nms_exact_iou(dtype):
+    """IoU exactly 0.45: CUDA keeps the pair as the CPU kernel does (float64 once differed)."""
+    pair = exact_iou_pair(dtype)
+    for threshold in (0.45, float(torch.tensor(0.45, dtype=torch.float32)), 0.44):
+        assert torch.equal(ops.segmented_nms(pair.cuda(), None, threshold).cpu(),
+                           ops.segmented_nms(pair, None, threshold)), threshold
+    # nms keeps matching torchvision's CUDA kernel (which compares against float32(0.45))
+    scores = torch.tensor([0.9, 0.8], dtype=dtype, device='cuda')
+    assert torch.equal(ops.nms(pair[0].cuda(), scores, 0.45),
+                       torchvision.ops.nms(pair[0].cuda(), scores, 0.45))
+
+
+@needs_cuda
 def test_cuda_ssd_post_processing_never_syncs():
     """SSD decoding + NMS for a batch runs with CUDA's sync checker set to raise."""
     pytest.importorskip('mmengine', reason='the SSD head needs mmengine (tools/gpu_check.sh '
                                            'installs it from .whl/)')
-    from densebox.models.det_heads.ssd_head import SSDHead
-    head = SSDHead(num_classes=80, in_channels=(8, 8), num_base_priors=(4, 6),
+    from densebox.models.det_heads.ssd_head import SSDHead, scale_factor_tensor
+    head = SSDHead(num_classes=80, in_channels=(8, 8),
                    anchor_generator=dict(type='SSDAnchorGenerator', input_size=64,
                                          strides=(8, 16), ratios=([2], [2, 3]),
                                          min_sizes=(10, 25), max_sizes=(25, 45))).cuda()
     feats = [torch.randn(4, 8, 8, 8, device='cuda'), torch.randn(4, 8, 4, 4, device='cuda')]
     cls_logits, box_deltas = head(feats)
     anchors = head.anchors(feats)
-    metas = [dict(img_shape=(64, 64), scale_factor=(1.0, 1.0))] * 4
+    metas = [dict(img_shape=(64, 64), scale_factor=(0.5, 0.25))] * 4
+    factors = scale_factor_tensor(metas, 'cuda')  # per batch: made before the checked region
+    ops.segmented_nms(torch.zeros(1, 1, 4, device='cuda'), None, 0.5)  # load the extension
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode('error')
     try:
         boxes, scores, labels, counts = head.batched_detections(cls_logits, box_deltas,
-                                                                anchors, metas)
+                                                                anchors, metas, True, factors)
     finally:
         torch.cuda.set_sync_debug_mode('default')
     results = head.predict_by_outputs(cls_logits, box_deltas, anchors, metas)
     assert [len(r.scores) for r in results] == counts.tolist()
+    for r, b, s in zip(results, boxes, scores):
+        torch.testing.assert_close(r.bboxes, b[:len(r.scores)])
+        torch.testing.assert_close(r.scores, s[:len(r.scores)])

@@ -6,9 +6,13 @@ import torch
 from mmengine.config import Config
 from mmengine.structures import InstanceData
 
+from torch.overrides import TorchFunctionMode
+from torch.utils import _pytree as pytree
+
 from densebox.models.det_heads import (DeltaXYWHBoxCoder, SSDAnchorGenerator, SSDMatcher,
                                        hard_negative_mask)
 from densebox.models.det_heads.bipartite import greedy_bipartite_match
+from densebox.models.det_heads.ssd_head import scale_factor_tensor
 import densebox.models  # noqa: F401  (registers the model parts)
 from mmengine.registry import init_default_scope
 from densebox.registry import MODELS
@@ -317,3 +321,101 @@ def test_batched_detections_have_no_data_dependent_shapes():
                                                             head.anchors(feats), metas)
     assert boxes.shape == (2, 200, 4) and scores.shape == labels.shape == (2, 200)
     assert counts.shape == (2,) and boxes.device.type == 'meta'
+
+
+class _HostToDeviceCopies(TorchFunctionMode):
+    """Records calls that put host data on another device: tensors made from Python data
+    there (``torch.tensor(..., device=)``, ``new_tensor``) and ops with a CPU tensor in and
+    a non-CPU tensor out (``.to``, ``.cuda``, ``copy_``). On a GPU each is a blocking copy."""
+
+    FROM_DATA = {'tensor', 'as_tensor', 'new_tensor', 'asarray'}
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        inputs = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        outputs = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+        name = getattr(func, '__name__', str(func))
+        off_host = any(t.device.type != 'cpu' for t in outputs)
+        if off_host and (name in self.FROM_DATA or any(t.device.type == 'cpu' for t in inputs)):
+            self.calls.append(name)
+        return out
+
+
+def test_post_processing_and_loss_copy_nothing_from_the_host():
+    """The CPU stand-in for tests/test_ops.py::test_cuda_ssd_post_processing_never_syncs: on
+    meta tensors (a device that is not the host), decoding + NMS with the scale factors made
+    beforehand, and the training targets, put no host data on the device. The box coder's
+    variances are made on the device once and cached."""
+    head = _tiny_ssd().bbox_head.to('meta')
+    feats = [torch.empty(2, c, s, s, device='meta')
+             for c, s in zip((128, 256, 128, 64), (12, 6, 3, 2))]
+    cls_logits, box_deltas = head(feats)
+    anchors = head.anchors(feats)
+    metas = [dict(img_shape=(96, 96), scale_factor=(0.5, 0.25))] * 2
+    factors = scale_factor_tensor(metas, 'meta')
+    assert factors.device.type == 'meta' and factors.shape == (2, 4)
+    for attempt in range(2):  # the first call also makes the cached variances
+        with _HostToDeviceCopies() as spy:
+            head.batched_detections(cls_logits, box_deltas, anchors, metas, True, factors)
+            head.bbox_coder.encode(anchors, anchors.flip(0))
+        assert spy.calls == [], spy.calls
+    # the spy does see such copies (the old code's variances and scale factors)
+    with _HostToDeviceCopies() as spy:
+        box_deltas.new_tensor((0.1, 0.1, 0.2, 0.2))
+        torch.tensor([[0.5, 0.25]], device='meta')
+        torch.ones(2).to('meta')
+    assert spy.calls == ['new_tensor', 'tensor', 'to']
+
+
+def test_scale_factor_tensor_and_cached_variances():
+    metas = [dict(scale_factor=(0.5, 0.25)), dict(scale_factor=(2.0, 1.0))]
+    assert scale_factor_tensor(metas, 'cpu').tolist() == [[0.5, 0.25, 0.5, 0.25],
+                                                         [2.0, 1.0, 2.0, 1.0]]
+    coder = DeltaXYWHBoxCoder(variances=(0.1, 0.2, 0.3, 0.4))
+    var = coder.variance_tensor('cpu')
+    assert var.dtype == torch.float32 and var.tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert coder.variance_tensor(torch.device('cpu')) is var
+
+
+def _torchvision_style_match(anchors, gt, pos_thr, neg_thr):
+    """One image, written plainly: torchvision's SSDMatcher (each box forced onto its best
+    prior, a later box winning a shared one), plus the ignored band."""
+    matched = torch.full((len(anchors),), -1, dtype=torch.long)
+    if len(gt) == 0:
+        return matched
+    iou = bbox_iou(gt, anchors)                                   # (G, A)
+    best_iou, best_gt = iou.max(0)
+    for g, a in enumerate(iou.argmax(1).tolist()):
+        best_gt[a], best_iou[a] = g, 2.0
+    matched[best_iou >= pos_thr] = best_gt[best_iou >= pos_thr]
+    matched[(best_iou >= neg_thr) & (best_iou < pos_thr)] = -2
+    return matched
+
+
+@pytest.mark.parametrize('pos_thr,neg_thr', [(0.5, 0.5), (0.5, 0.4)])
+def test_matcher_without_bipartite_step_is_torchvisions(pos_thr, neg_thr):
+    gen = _anchor_generator('configs/ssd300_voc.py')
+    anchors = gen.grid_anchors([(s, s) for s in [38, 19, 10, 5, 3, 1]])
+    g = torch.Generator().manual_seed(3)
+    counts = [0, 1, 7, 3]
+    gt = torch.zeros(4, 7, 4)
+    for b, n in enumerate(counts):
+        xy = torch.rand(n, 2, generator=g) * 200
+        gt[b, :n] = torch.cat([xy, xy + torch.rand(n, 2, generator=g) * 100 + 4], 1)
+    gt[2, 5] = gt[2, 4]  # two objects with the same best prior: the later keeps it
+    valid = torch.arange(7)[None] < torch.tensor(counts)[:, None]
+    matcher = SSDMatcher(pos_thr, neg_thr, bipartite=False)
+    matched, max_iou = matcher(anchors, gt, valid)
+    for b, n in enumerate(counts):
+        assert torch.equal(matched[b], _torchvision_style_match(anchors, gt[b, :n], pos_thr,
+                                                                neg_thr))
+    shared = bbox_iou(gt[2, 4:5], anchors).argmax()
+    assert matched[2, shared] == 5  # the shared best prior went to the later box
+    # no data-dependent shapes (nothing a GPU would wait for): runs on meta tensors
+    meta, _ = matcher(anchors.to('meta'), gt.to('meta'), valid.to('meta'))
+    assert meta.shape == (4, len(anchors)) and meta.device.type == 'meta'

@@ -25,6 +25,9 @@ def parse_args(argv=None):
                    help='make the batch dimension dynamic (default: fixed batch of 1)')
     p.add_argument('--opset', type=int, default=17)
     p.add_argument('--device', default='cpu')
+    p.add_argument('--seg-logits', action='store_true',
+                   help='segmentors: output the class logits (seg_logits (B, C, H, W)) instead '
+                        'of the arg-max map; what densebox.deploy.OnnxSegmentor runs')
     p.add_argument('--check', action='store_true',
                    help='compare onnxruntime with PyTorch on a random batch after exporting')
     return p.parse_args(argv)
@@ -42,8 +45,11 @@ def check(model, path: str, batch: int = 2) -> None:
     h, w = int(shape[2]), int(shape[3])
     n = batch if not isinstance(shape[0], int) else shape[0]
     images = torch.randint(0, 256, (n, 3, h, w)).float()
-    wrapper = (SegmentorForExport if hasattr(model, 'decode_head') else DetectorForExport)(
-        model.cpu(), (h, w))
+    if hasattr(model, 'decode_head'):
+        logits = 'seg_logits' in [o.name for o in sess.get_outputs()]
+        wrapper = SegmentorForExport(model.cpu(), (h, w), 'logits' if logits else 'labels')
+    else:
+        wrapper = DetectorForExport(model.cpu(), (h, w))
     with torch.no_grad():
         ref = wrapper(images)
     ref = ref if isinstance(ref, tuple) else (ref,)
@@ -63,7 +69,8 @@ def main(argv=None):
     from densebox.deploy import export_onnx
     model = init_model(args.config, args.checkpoint, device=args.device)
     path = export_onnx(model, args.out, input_shape=args.shape,
-                       dynamic_batch=args.dynamic_batch, opset_version=args.opset)
+                       dynamic_batch=args.dynamic_batch, opset_version=args.opset,
+                       seg_output='logits' if args.seg_logits else 'labels')
     print(f'wrote {path}')
     if args.check:
         check(model, path, batch=2 if args.dynamic_batch else 1)

@@ -43,8 +43,8 @@ def set_default_model(model_or_config: Union[nn.Module, str, os.PathLike, None],
     if model_or_config is None:
         _default.update(model=None, env_value=None)
         return None
-    if isinstance(model_or_config, nn.Module):
-        model = model_or_config
+    if isinstance(model_or_config, nn.Module) or hasattr(model_or_config, 'test_step'):
+        model = model_or_config  # an eager model or a densebox.deploy runner
     else:
         from .model import init_model
         model = init_model(model_or_config, checkpoint, device=device)

@@ -174,7 +174,8 @@ def init_model(config: Union[str, os.PathLike, Config, dict],
                cfg_options: Optional[dict] = None,
                download: Optional[bool] = None,
                allow_unverified: bool = False,
-               cpu_fast_paths: bool = True) -> nn.Module:
+               cpu_fast_paths: bool = True,
+               backend: str = 'torch') -> nn.Module:
     """Build a model for inference.
 
     Args:
@@ -195,12 +196,24 @@ def init_model(config: Union[str, os.PathLike, Config, dict],
             call with a new image size is slower; ``DENSEBOX_CPU_CONV=aten`` turns this part
             off too) and 2x2 max-pools run as strided maxima. Weights and the state dict
             are not touched.
+        backend: what runs the network in :func:`densebox.inference`: ``'torch'`` (the
+            eager model), ``'onnxruntime'`` / ``'openvino'`` (its ONNX export, exported and
+            compiled on first use for each input size; CPU only) or ``'auto'`` (on the
+            first batch, times torch and the installed runtimes and keeps the fastest;
+            torch on a GPU). Results are the same objects, equal up to float rounding
+            (:mod:`densebox.deploy.runtime`).
 
     Returns:
         The model in eval mode on ``device``, with ``model.cfg`` (the Config) and
         ``model.dataset_meta`` (``{'classes': tuple, 'palette': list of RGB}``: from the
         checkpoint's ``meta.dataset_meta`` when present, else from the config's data set).
+        For the ONNX backends: a :class:`densebox.deploy.OnnxDetector` /
+        :class:`~densebox.deploy.OnnxSegmentor` / :class:`~densebox.deploy.AutoBackend`
+        with the same ``cfg``, ``dataset_meta`` and ``test_step``.
     """
+    from densebox.deploy.runtime import BACKENDS
+    if backend not in BACKENDS:
+        raise ValueError(f'init_model: backend must be one of {BACKENDS}, got {backend!r}')
     from densebox.registry import MODELS, register_all_modules
     register_all_modules()
     zoo_name = None
@@ -253,4 +266,7 @@ def init_model(config: Union[str, os.PathLike, Config, dict],
     if cpu_fast_paths and device.type == 'cpu':
         from densebox.ops import speed_up_cpu_inference
         speed_up_cpu_inference(model)
+    if backend != 'torch':
+        from densebox.deploy.runtime import wrap_backend
+        return wrap_backend(model, backend, device)
     return model

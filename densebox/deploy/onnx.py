@@ -14,7 +14,11 @@ test pipeline would resize them, and does everything after that itself:
   top-M are in the graph, with the semantics of ``SSDHead.predict_by_outputs``. To get
   boxes in the original image, divide x by ``W / w_orig`` and y by ``H / h_orig``.
 - segmentors (:class:`~densebox.models.EncoderDecoder`): ``seg_map`` (B, H, W) int64, the
-  arg-max class of every input pixel.
+  arg-max class of every input pixel (or, with ``seg_output='logits'``, ``seg_logits``
+  (B, C, H, W) float32).
+
+:mod:`densebox.deploy.runtime` runs such files (onnxruntime or OpenVINO) behind the
+interface of :func:`densebox.inference`, results in original-image pixels.
 
 The model's class names and the input convention are stored in the ONNX file's metadata
 (``densebox_classes`` as JSON, ``densebox_task``, ``densebox_input``).
@@ -162,15 +166,24 @@ class DetectorForExport(nn.Module):
 
 
 class SegmentorForExport(nn.Module):
-    """``forward(images (B, 3, H, W) RGB 0-255) -> seg_map (B, H, W) int64``."""
+    """``forward(images (B, 3, H, W) RGB 0-255) -> seg_map (B, H, W) int64``, or with
+    ``output='logits'`` the class logits ``seg_logits`` (B, C, H, W) float32 (what
+    :class:`densebox.deploy.OnnxSegmentor` resizes to each original image, as the model's
+    own predict does)."""
 
-    def __init__(self, model: nn.Module, input_hw: Tuple[int, int]):
+    OUTPUTS = ('labels', 'logits')
+
+    def __init__(self, model: nn.Module, input_hw: Tuple[int, int], output: str = 'labels'):
         super().__init__()
         if not hasattr(model, 'decode_head'):
             raise TypeError(f'{type(model).__name__} is not an EncoderDecoder segmentor')
+        if output not in self.OUTPUTS:
+            raise ValueError(f'SegmentorForExport: output must be one of {self.OUTPUTS}, '
+                             f'got {output!r}')
         self.model = model
         self.normalise = _Normalise(model.data_preprocessor, input_hw)
         self.input_hw = tuple(input_hw)
+        self.output = output
         if hasattr(model, 'cache_text_features'):
             # DenseCLIP: the class names' text features are computed now, outside the
             # trace, so the graph holds them as a constant instead of the text tower.
@@ -179,7 +192,8 @@ class SegmentorForExport(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         logits = self.model.inference(self.normalise(images))
         h, w = self.input_hw
-        return logits[:, :, :h, :w].argmax(1)
+        logits = logits[:, :, :h, :w]
+        return logits.float() if self.output == 'logits' else logits.argmax(1)
 
 
 def default_input_shape(cfg) -> Optional[Tuple[int, int]]:
@@ -201,7 +215,7 @@ def default_input_shape(cfg) -> Optional[Tuple[int, int]]:
 
 def export_onnx(model: nn.Module, out_file: str, input_shape: Optional[Sequence[int]] = None,
                 dynamic_batch: bool = True, opset_version: int = 17,
-                verbose: bool = False) -> str:
+                verbose: bool = False, seg_output: str = 'labels') -> str:
     """Export a model from :func:`densebox.init_model` to ONNX.
 
     Args:
@@ -211,6 +225,8 @@ def export_onnx(model: nn.Module, out_file: str, input_shape: Optional[Sequence[
             test pipeline (``Resize(keep_ratio=False)``), required otherwise.
         dynamic_batch: the batch dimension of every input and output is symbolic (``'batch'``).
         opset_version: ONNX opset (>= 11 for NonMaxSuppression).
+        seg_output: segmentors: ``'labels'`` (``seg_map``, the arg-max) or ``'logits'``
+            (``seg_logits`` (B, C, H, W)).
 
     Returns:
         ``out_file``.
@@ -224,8 +240,8 @@ def export_onnx(model: nn.Module, out_file: str, input_shape: Optional[Sequence[
     h, w = (int(s) for s in input_shape)
     model = model.eval()
     if hasattr(model, 'decode_head'):
-        wrapper, task = SegmentorForExport(model, (h, w)), 'seg'
-        outputs = ['seg_map']
+        wrapper, task = SegmentorForExport(model, (h, w), seg_output), 'seg'
+        outputs = ['seg_map' if seg_output == 'labels' else 'seg_logits']
     else:
         wrapper, task = DetectorForExport(model, (h, w)), 'det'
         outputs = ['boxes', 'scores', 'labels', 'num_dets']
@@ -257,6 +273,9 @@ def _add_metadata(path: str, model: nn.Module, task: str, hw: Tuple[int, int]) -
         'densebox_input': f'images: (B, 3, {hw[0]}, {hw[1]}) float32 RGB 0-255, resized to '
                           f'{hw[0]}x{hw[1]} like the test pipeline; no normalisation',
     }
+    if task == 'seg':
+        entries['densebox_align_corners'] = json.dumps(bool(getattr(model, 'align_corners',
+                                                                    False)))
     for key, value in entries.items():
         prop = proto.metadata_props.add()
         prop.key, prop.value = key, value

@@ -9,7 +9,7 @@ fails (one warning says so). ``DENSEBOX_OPS=ext|torchvision`` forces a backend;
 """
 from ._ext import ExtensionBuildError, backend
 from .boxes import box_iou
-from .conv import autotune_cpu_convs
+from .conv import autotune_cpu_convs, speed_up_cpu_training
 from .nms import batched_nms, nms, segmented_nms
 from .pool import speed_up_cpu_max_pools
 from .roi_align import RoIAlign, boxes_to_rois, roi_align
@@ -24,4 +24,4 @@ def speed_up_cpu_inference(model) -> dict:
 
 __all__ = ['nms', 'batched_nms', 'segmented_nms', 'box_iou', 'roi_align', 'RoIAlign', 'boxes_to_rois',
            'backend', 'ExtensionBuildError', 'autotune_cpu_convs', 'speed_up_cpu_max_pools',
-           'speed_up_cpu_inference']
+           'speed_up_cpu_inference', 'speed_up_cpu_training']

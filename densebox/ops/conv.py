@@ -36,6 +36,7 @@ import functools
 import json
 import os
 import platform
+import sys
 import tempfile
 import threading
 import time
@@ -55,6 +56,8 @@ CPU_CONV_MODES = ('auto', 'aten', 'nnpack')
 # NNPACK must beat ATen by this factor to be chosen: a tie is not worth the other rounding.
 NNPACK_MIN_GAIN = 0.95
 TIMING_RUNS = 3
+TRAIN_LAYOUTS = ('contiguous', 'channels_last')
+CHOICE_VALUES = ('aten', 'nnpack') + TRAIN_LAYOUTS  # what the choices file may hold
 
 
 @functools.lru_cache(maxsize=None)
@@ -94,7 +97,8 @@ def cpu_name() -> str:
 
 
 class ChoiceFile:
-    """Kernel choices kept in a JSON file: ``{key: 'aten' | 'nnpack'}``.
+    """Kernel choices kept in a JSON file: ``{key: 'aten' | 'nnpack'}`` (inference) and
+    ``{key: 'contiguous' | 'channels_last'}`` (training layouts).
 
     Read once, then updated on each new choice by re-reading the file, adding the choice
     and replacing the file atomically (so processes sharing it lose nothing but a race's
@@ -140,9 +144,9 @@ class ChoiceFile:
                           f'({err}); it will be rewritten')
             return {}
         if not isinstance(data, dict) or not all(
-                isinstance(v, str) and v in ('aten', 'nnpack') for v in data.values()):
+                isinstance(v, str) and v in CHOICE_VALUES for v in data.values()):
             warnings.warn(f'densebox: ignoring CPU conv choices file {self.path}: not a JSON '
-                          "object of 'aten' / 'nnpack' values; it will be rewritten")
+                          f'object of {" / ".join(CHOICE_VALUES)} values; it will be rewritten')
             return {}
         return {str(k): v for k, v in data.items()}
 
@@ -150,6 +154,7 @@ class ChoiceFile:
 _choice_files: Dict[Path, ChoiceFile] = {}
 _choice_files_lock = threading.Lock()
 _TIMING_LOCK = threading.Lock()  # see AutotunedConv2d.forward
+_announced_layout_timing = False
 
 
 def choice_file() -> Optional[ChoiceFile]:
@@ -169,9 +174,9 @@ def _nnpack_conv(x: Tensor, conv: nn.Conv2d) -> Tensor:
                                              [1, 1])
 
 
-def _best_time(fn, x: Tensor) -> float:
+def _best_time(fn, x: Tensor, runs: int = TIMING_RUNS) -> float:
     best = float('inf')
-    for _ in range(TIMING_RUNS):
+    for _ in range(runs):
         start = time.perf_counter()
         fn(x)
         best = min(best, time.perf_counter() - start)
@@ -189,8 +194,13 @@ class AutotunedConv2d(nn.Conv2d):
     """
 
     kernel_choice: Dict[Tuple, str]
+    # CPU training: memory layout of the input per size class; None = layout left alone
+    # (set to {} by speed_up_cpu_training)
+    train_layouts: Optional[Dict[Tuple, str]] = None
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.train_layouts is not None and self._in_cpu_training(x):
+            return super().forward(self._training_input(x))
         if not self._takes_fast_path(x):
             return super().forward(x)
         mode = cpu_conv_mode()
@@ -248,6 +258,90 @@ class AutotunedConv2d(nn.Conv2d):
         return 'nnpack' if nnpack_s < NNPACK_MIN_GAIN * aten_s else 'aten'
 
 
+    # ------------------------------------------------------------ CPU training layouts
+    def _in_cpu_training(self, x: Tensor) -> bool:
+        return (torch.is_grad_enabled() and self.weight.requires_grad and x.device.type == 'cpu'
+                and x.dim() == 4 and x.dtype == torch.float32
+                and self.weight.dtype == torch.float32 and not torch.is_autocast_enabled('cpu')
+                and not (torch.jit.is_tracing() or torch.jit.is_scripting()
+                         or torch.compiler.is_compiling())
+                # deterministic runs (resume must repeat the rounding): layouts left alone
+                and not torch.are_deterministic_algorithms_enabled()
+                and cpu_conv_mode() != 'aten')
+
+    def _training_input(self, x: Tensor) -> Tensor:
+        """``x`` in the memory layout whose forward + backward (with the conversion to it)
+        was faster for its size and incoming layout."""
+        key = ('train', x.requires_grad, _layout_of(x)) + size_class(x)
+        layout = self.train_layouts.get(key)
+        if layout is None:
+            layout = self.train_layouts[key] = self._remembered_or_timed_layout(x, key)
+        fmt = torch.channels_last if layout == 'channels_last' else torch.contiguous_format
+        return x if x.is_contiguous(memory_format=fmt) else x.contiguous(memory_format=fmt)
+
+    def _remembered_or_timed_layout(self, x: Tensor, key: Tuple) -> str:
+        store = choice_file()
+        _, grad_input, incoming, batch, area_bits, threads = key
+        file_key = (f'{cpu_name()} | torch {torch.__version__} | {threads} threads | training '
+                    f'conv {self.in_channels}->{self.out_channels} pad {self.padding[0]}x'
+                    f'{self.padding[1]} bias {self.bias is not None} grad_input {grad_input} | '
+                    f'batch {batch} area 2^{area_bits} from {incoming}')
+        layout = store.get(file_key) if store is not None else None
+        if layout not in TRAIN_LAYOUTS:
+            global _announced_layout_timing
+            if not _announced_layout_timing:
+                _announced_layout_timing = True
+                print('densebox: timing the memory layout of each CPU training conv once per '
+                      'input size (a few forward + backward passes each; remembered in '
+                      f'{store.path if store is not None else "memory"})', file=sys.stderr)
+            layout = self._time_training_layouts(x)
+            if store is not None:
+                store.put(file_key, layout)
+        return layout
+
+    def _time_training_layouts(self, x: Tensor) -> str:
+        """'channels_last' or 'contiguous': the input layout in which this conv's forward
+        and backward (input, weight and bias gradients, as training needs them), plus the
+        conversion from ``x``'s own layout, ran faster on (the first four images of) ``x``
+        (best of two runs each, after one warm-up). The other layout must win by 5% to
+        be taken, so neighbouring convs do not flip layouts on timing noise. oneDNN
+        computes the same convolution in both; only its blocking, and so the rounding,
+        differs."""
+        weight = self.weight.detach()
+        bias = self.bias.detach() if self.bias is not None else None
+        mask = [bool(x.requires_grad), True, bias is not None]
+        with torch.no_grad():
+            inp = x.detach()[:4]  # the choice hardly depends on the batch beyond a few images
+            grad = torch.randn_like(self._conv_forward(inp, weight, bias))
+
+            def step(a: Tensor, g: Tensor) -> None:
+                self._conv_forward(a, weight, bias)
+                torch.ops.aten.convolution_backward(
+                    g, a, weight, [weight.shape[0]] if bias is not None else None,
+                    list(self.stride), list(self.padding), list(self.dilation), False, [0, 0],
+                    self.groups, mask)
+            incoming = _layout_of(x)
+            inp = inp.contiguous(memory_format=_FORMATS[incoming])  # the slice keeps it
+            best = {}
+            for layout, fmt in _FORMATS.items():
+                g = grad.contiguous(memory_format=fmt)
+                step(inp.contiguous(memory_format=fmt), g)
+                best[layout] = _best_time(
+                    lambda t: step(t.contiguous(memory_format=fmt), g), inp, runs=2)
+        other = 'channels_last' if incoming == 'contiguous' else 'contiguous'
+        return other if best[other] < NNPACK_MIN_GAIN * best[incoming] else incoming
+
+
+_FORMATS = {'contiguous': torch.contiguous_format, 'channels_last': torch.channels_last}
+
+
+def _layout_of(x: Tensor) -> str:
+    """'channels_last' for a channels-last (and not also NCHW-contiguous) tensor, else
+    'contiguous' (what a strided view is copied to)."""
+    return ('channels_last' if x.is_contiguous(memory_format=torch.channels_last)
+            and not x.is_contiguous() else 'contiguous')
+
+
 class TuningGroup:
     """The autotuned convs of one model. When the model's first conv times its kernels (a
     new input size) it says so in one line on stderr with an upper estimate of how long the
@@ -289,6 +383,12 @@ def autotune_cpu_convs(model: nn.Module) -> int:
     """
     if not nnpack_available():
         return 0
+    return _swap_eligible_convs(model)
+
+
+def _swap_eligible_convs(model: nn.Module) -> int:
+    """Makes every eligible plain conv of ``model`` an :class:`AutotunedConv2d` sharing one
+    :class:`TuningGroup`; returns how many."""
     convs = [m for m in model.modules() if type(m) is nn.Conv2d and is_eligible(m)]
     if not convs:
         return 0
@@ -300,6 +400,31 @@ def autotune_cpu_convs(model: nn.Module) -> int:
     return len(convs)
 
 
+def speed_up_cpu_training(model: nn.Module) -> int:
+    """In place: every eligible conv (see :func:`autotune_cpu_convs`) chooses, in CPU float32
+    training, the input memory layout (contiguous NCHW or channels-last) in which its
+    forward + backward runs faster, per input size class, timed once on the first step and
+    kept in the choices file. The convolution is the same (oneDNN in both layouts; the
+    rounding differs); parameters, state dict and inference are untouched.
+    ``DENSEBOX_CPU_CONV=aten`` and deterministic mode
+    (``torch.use_deterministic_algorithms``, mmengine's ``randomness.deterministic``) leave
+    every layout alone. Returns the number of convs.
+
+    Why: oneDNN's channels-last kernels ran SSD300's conv forward + backward faster on the
+    large early maps and slower on the small late ones (2-core AVX-512 machine, batch 4),
+    so no single layout is best for the whole network, and which one wins depends on the
+    CPU.
+    """
+    _swap_eligible_convs(model)  # with or without NNPACK (inference checks for it itself)
+    count = 0
+    for module in model.modules():
+        if isinstance(module, AutotunedConv2d):
+            if module.train_layouts is None:
+                module.train_layouts = {}
+            count += 1
+    return count
+
+
 __all__ = ['AutotunedConv2d', 'ChoiceFile', 'TuningGroup', 'autotune_cpu_convs', 'choice_file',
            'cpu_conv_mode', 'cpu_name', 'is_eligible', 'nnpack_available', 'size_class',
-           'ENV_CPU_CONV', 'ENV_CPU_CONV_CACHE']
+           'speed_up_cpu_training', 'ENV_CPU_CONV', 'ENV_CPU_CONV_CACHE']

@@ -20,11 +20,17 @@ class SSDMatcher:
 
     Priors whose best IoU is below ``neg_iou_thr`` are negatives; priors in between (when
     ``neg_iou_thr < pos_iou_thr``) are ignored. SSD uses 0.5 for both.
+
+    ``bipartite=False`` matches as torchvision's and mmdetection's SSD do instead: each
+    ground truth is forced onto its best prior, and of two boxes sharing one the later keeps
+    it (the other may go unmatched).
     """
 
-    def __init__(self, pos_iou_thr: float = 0.5, neg_iou_thr: float = 0.5):
+    def __init__(self, pos_iou_thr: float = 0.5, neg_iou_thr: float = 0.5,
+                 bipartite: bool = True):
         self.pos_iou_thr = pos_iou_thr
         self.neg_iou_thr = neg_iou_thr
+        self.bipartite = bipartite
 
     def __call__(self, anchors: Tensor, gt_boxes: Tensor, gt_valid: Tensor) -> Tuple[Tensor, Tensor]:
         """Match a batch.
@@ -48,17 +54,24 @@ class SSDMatcher:
         iou = iou.masked_fill(~gt_valid[..., None], -1.0)
         max_iou, matched = iou.max(dim=1)                                        # (B, A)
 
-        # Caffe's bipartite step: every ground truth gets a prior of its own, even when two
-        # share the same best prior (the second takes its best remaining one).
-        best_prior = greedy_bipartite_match(iou, gt_valid)                      # (B, G)
+        if self.bipartite:
+            # Caffe's bipartite step: every ground truth gets a prior of its own, even when
+            # two share the same best prior (the second takes its best remaining one).
+            best_prior = greedy_bipartite_match(iou, gt_valid)                  # (B, G)
+        else:
+            # torchvision's / mmdetection's forcing: each ground truth takes its best prior;
+            # of two sharing one, the later keeps it.
+            best_prior = torch.where(gt_valid, iou.argmax(dim=2), -1)           # (B, G)
+        # The prior each ground truth is forced onto, as a (B, A) map of the (last) forcing
+        # ground truth, -1 where none. Padding writes into a spare column A that is dropped;
+        # no boolean-mask indexing, so on a GPU nothing waits for the host here.
+        target = torch.where(best_prior >= 0, best_prior, num_anchors)
         gt_index = torch.arange(num_gt, device=anchors.device).expand(batch, -1)
-        batch_index = torch.arange(batch, device=anchors.device)[:, None].expand(-1, num_gt)
-        forced = best_prior >= 0
-        matched[batch_index[forced], best_prior[forced]] = gt_index[forced]
-        max_iou[batch_index[forced], best_prior[forced]] = 2.0
+        forced = torch.full((batch, num_anchors + 1), -1, dtype=torch.long, device=anchors.device)
+        forced = forced.scatter_reduce(1, target, gt_index, reduce='amax')[:, :num_anchors]
+        matched = torch.where(forced >= 0, forced, matched)
+        max_iou = torch.where(forced >= 0, 2.0, max_iou)
 
-        result = torch.full_like(matched, -2)
-        result[max_iou < self.neg_iou_thr] = -1
-        positive = max_iou >= self.pos_iou_thr
-        result[positive] = matched[positive]
+        negative_or_ignored = torch.where(max_iou < self.neg_iou_thr, -1, -2)
+        result = torch.where(max_iou >= self.pos_iou_thr, matched, negative_or_ignored)
         return result, max_iou

@@ -149,15 +149,17 @@ class SSDHead(BaseModule):
         survivors of each image are returned. All of it works on fixed-shape tensors (see
         :meth:`batched_detections`); the host waits only once, for the per-image counts.
         """
+        factors = scale_factor_tensor(metas, cls_logits.device) if rescale else None
         out_boxes, out_scores, out_labels, counts = self.batched_detections(
-            cls_logits, box_deltas, anchors, metas, rescale)
+            cls_logits, box_deltas, anchors, metas, rescale, factors)
         # Scores are sorted, so each image's detections are a prefix of its row: one read of
         # the counts (the only host sync) and then plain slices.
         return [InstanceData(bboxes=out_boxes[i, :n], scores=out_scores[i, :n],
                              labels=out_labels[i, :n]) for i, n in enumerate(counts.tolist())]
 
     def batched_detections(self, cls_logits: Tensor, box_deltas: Tensor, anchors: Tensor,
-                           metas: Sequence[dict], rescale: bool = True
+                           metas: Sequence[dict], rescale: bool = True,
+                           scale_factors: Optional[Tensor] = None
                            ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """Detections of a batch as padded tensors, with no data-dependent shape anywhere.
 
@@ -168,6 +170,10 @@ class SSDHead(BaseModule):
             metas: per-image meta dicts (``scale_factor``; ``batch_input_shape`` or
                 ``img_shape`` for clipping).
             rescale: divide boxes by each image's ``scale_factor``.
+            scale_factors: (B, 4) ``(w, h, w, h)`` factors on the logits' device
+                (:func:`scale_factor_tensor`); None: made from ``metas`` here. Passing them
+                keeps this method free of host-to-device copies, so on CUDA it never makes
+                the host wait.
 
         Returns:
             boxes (B, M, 4), scores (B, M) sorted in decreasing order, labels (B, M) int64,
@@ -197,11 +203,22 @@ class SSDHead(BaseModule):
         out_boxes = torch.gather(cand_boxes.flatten(1, 2), 1, out_idx[..., None].expand(-1, -1, 4))
         out_labels = out_idx // k
         if rescale:
-            factors = torch.tensor([m['scale_factor'] for m in metas], device=boxes.device,
-                                   dtype=out_boxes.dtype).repeat(1, 2)                  # (B, 4)
-            out_boxes = out_boxes / factors[:, None, :]
+            if scale_factors is None:
+                scale_factors = scale_factor_tensor(metas, boxes.device)
+            out_boxes = out_boxes / scale_factors.to(out_boxes.dtype)[:, None, :]
         counts = (out_scores >= 0).sum(1)
         return out_boxes, out_scores, out_labels, counts
+
+
+def scale_factor_tensor(metas: Sequence[dict], device) -> Tensor:
+    """(B, 4) float32 ``(w_scale, h_scale, w_scale, h_scale)`` of each image's
+    ``scale_factor`` on ``device``; to a GPU through pinned memory without blocking."""
+    factors = torch.tensor([[float(m['scale_factor'][0]), float(m['scale_factor'][1])] * 2
+                            for m in metas], dtype=torch.float32)
+    device = torch.device(device)
+    if device.type == 'cuda':
+        return factors.pin_memory().to(device, non_blocking=True)
+    return factors.to(device)
 
 
 def hard_negative_mask(loss: Tensor, negative: Tensor, num_keep: Tensor) -> Tensor:

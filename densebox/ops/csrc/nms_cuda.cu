@@ -33,7 +33,9 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
+#include <limits>
 
 #include "ops.h"
 
@@ -73,6 +75,36 @@ __device__ __forceinline__ bool overlaps(const T* a, const T* b, float threshold
   const acc_t area_b = (static_cast<acc_t>(b[2]) - static_cast<acc_t>(b[0])) *
                        static_cast<acc_t>(static_cast<T>(b[3] - b[1]));
   return (inter / (area_a + area_b - inter)) > threshold;
+}
+
+// Products, sums and ratios rounded one at a time (no fused multiply-add contraction), in
+// the order the CPU kernel evaluates them.
+__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+__device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
+__device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
+__device__ __forceinline__ float sub_rn(float a, float b) { return __fsub_rn(a, b); }
+__device__ __forceinline__ double sub_rn(double a, double b) { return __dsub_rn(a, b); }
+__device__ __forceinline__ float div_rn(float a, float b) { return __fdiv_rn(a, b); }
+__device__ __forceinline__ double div_rn(double a, double b) { return __ddiv_rn(a, b); }
+
+// IoU(a, b) > threshold for segmented_nms, evaluated as the CPU kernel evaluates it: the
+// coordinates in the accumulate type A (float for half / bfloat16 / float boxes, double for
+// double boxes), every step rounded in A. `threshold` is the caller's double threshold
+// rounded down to A (see threshold_below), so `iou > threshold` in A is exactly the CPU
+// kernel's `double(iou) > threshold`: a pair at IoU 0.45 in double is kept at 0.45.
+template <typename T, typename A>
+__device__ __forceinline__ bool overlaps_like_cpu(const T* a, const T* b, A threshold) {
+  const A ax1 = static_cast<A>(a[0]), ay1 = static_cast<A>(a[1]);
+  const A ax2 = static_cast<A>(a[2]), ay2 = static_cast<A>(a[3]);
+  const A bx1 = static_cast<A>(b[0]), by1 = static_cast<A>(b[1]);
+  const A bx2 = static_cast<A>(b[2]), by2 = static_cast<A>(b[3]);
+  const A width = dmax(static_cast<A>(0), sub_rn(dmin(ax2, bx2), dmax(ax1, bx1)));
+  const A height = dmax(static_cast<A>(0), sub_rn(dmin(ay2, by2), dmax(ay1, by1)));
+  const A inter = mul_rn(width, height);
+  const A area_a = mul_rn(sub_rn(ax2, ax1), sub_rn(ay2, ay1));
+  const A area_b = mul_rn(sub_rn(bx2, bx1), sub_rn(by2, by1));
+  return div_rn(inter, sub_rn(add_rn(area_a, area_b), inter)) > threshold;
 }
 
 // Segments of the sorted boxes (device arrays, one entry per segment).
@@ -202,8 +234,11 @@ __global__ void reduce_kernel(Segments seg, const unsigned long long* __restrict
 // The block walks the row in order; when candidate i is still kept, every thread clears the
 // later candidates of its stride that i overlaps. keep[i] is final once the walk reaches i,
 // and a barrier follows every step that wrote, so all threads read the same keep[i].
-template <typename T>
-__global__ void segmented_nms_kernel(int64_t k, float threshold, const T* __restrict__ boxes,
+// Unlike nms (which matches torchvision's CUDA kernel, threshold as float), this one matches
+// densebox's CPU segmented_nms exactly: IoU in the accumulate type A against the double
+// threshold (threshold_below).
+template <typename T, typename A>
+__global__ void segmented_nms_kernel(int64_t k, A threshold, const T* __restrict__ boxes,
                                      const bool* __restrict__ valid, bool* __restrict__ keep) {
   const int64_t g = blockIdx.x;
   const T* b = boxes + g * k * 4;
@@ -213,10 +248,22 @@ __global__ void segmented_nms_kernel(int64_t k, float threshold, const T* __rest
   for (int64_t i = 0; i + 1 < k; ++i) {
     if (!kept[i]) continue;  // same value in every thread: no write since the last barrier
     for (int64_t j = i + 1 + threadIdx.x; j < k; j += blockDim.x) {
-      if (kept[j] && overlaps(b + i * 4, b + j * 4, threshold)) kept[j] = false;
+      if (kept[j] && overlaps_like_cpu(b + i * 4, b + j * 4, threshold)) kept[j] = false;
     }
     __syncthreads();
   }
+}
+
+// The largest A that is <= threshold: for any A value x, x > threshold_below<A>(t) exactly
+// when double(x) > t (a plain cast could round 0.45 down, to 0.449999988 for float, and
+// then an IoU of exactly 0.45 would count as above 0.45).
+template <typename A>
+A threshold_below(double threshold) {
+  A t = static_cast<A>(threshold);
+  if (static_cast<double>(t) > threshold) {
+    t = std::nextafter(t, -std::numeric_limits<A>::infinity());
+  }
+  return t;
 }
 
 // Exclusive prefix sum (int64, on the device).
@@ -308,8 +355,9 @@ at::Tensor segmented_nms_cuda(const at::Tensor& boxes, const at::Tensor& valid,
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.scalar_type(),
                                   "densebox_segmented_nms", [&] {
-    segmented_nms_kernel<scalar_t><<<static_cast<unsigned>(groups), threads, 0, stream>>>(
-        k, static_cast<float>(iou_threshold), b.data_ptr<scalar_t>(), v.data_ptr<bool>(),
+    using acc_t = at::acc_type<scalar_t, /*is_cuda=*/true>;
+    segmented_nms_kernel<scalar_t, acc_t><<<static_cast<unsigned>(groups), threads, 0, stream>>>(
+        k, threshold_below<acc_t>(iou_threshold), b.data_ptr<scalar_t>(), v.data_ptr<bool>(),
         keep.data_ptr<bool>());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
