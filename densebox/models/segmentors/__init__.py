@@ -1,3 +1,4 @@
 from .encoder_decoder import EncoderDecoder
+from .reco import ReCoSegmentor
 
-__all__ = ['EncoderDecoder']
+__all__ = ['EncoderDecoder', 'ReCoSegmentor']
