@@ -231,7 +231,7 @@ def init_model(config: Union[str, os.PathLike, Config, dict],
     meta = {}
     if checkpoint is not None:
         meta = load_weights(model, checkpoint)
-    else:
+    elif not getattr(model, 'training_free', False):  # ReCo needs no trained weights
         warnings.warn('init_model: no checkpoint given, the model has random weights')
     dataset_meta = meta.get('dataset_meta') if isinstance(meta.get('dataset_meta'), dict) else None
     config_meta = dataset_meta_from_config(cfg)

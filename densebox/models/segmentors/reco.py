@@ -94,6 +94,7 @@ class ReCoSegmentor(BaseModel):
         self.align_corners = align_corners
         self._builder = None
         self._refs = None  # ReferenceSet of every class known so far
+        self._prepared = None  # the classes whose embeddings are loaded
         if self.crf:
             _import_crf()
         self.set_classes(classes)
@@ -142,8 +143,9 @@ class ReCoSegmentor(BaseModel):
     def set_classes(self, classes: Sequence[str]) -> List[str]:
         """Predict ``classes`` from now on; returns the previous class list.
 
-        References missing from the reference file are computed with ``retrieval=`` (and
-        added to the file); without it a ``KeyError`` names them.
+        References missing from the reference file are computed with ``retrieval=`` (on the
+        model's device, at the next prediction or :meth:`prepare`, and added to the file);
+        without ``retrieval=`` a ``KeyError`` names them now.
         """
         classes = [str(c) for c in classes]
         if not classes:
@@ -152,30 +154,35 @@ class ReCoSegmentor(BaseModel):
             raise ValueError(f'ReCoSegmentor: duplicate class names in {classes}')
         refs = self._reference_set()
         missing = [c for c in classes if refs is None or c not in refs]
+        if missing and self.retrieval_cfg is None:
+            where = (f'the reference file {self.references_path}'
+                     if self.references_path else 'no reference file (references=None)')
+            raise KeyError(f'ReCoSegmentor: no references for {missing} in {where}, and no '
+                           'retrieval index is configured to compute them (set '
+                           'model.retrieval=dict(index=..., clip=...)) or run '
+                           'tools/reco.py refs')
+        previous = list(getattr(self, 'classes', []))
+        self.classes = classes
+        self._prepared = None
+        return previous
+
+    def prepare(self) -> None:
+        """Load (and, with ``retrieval=``, compute) the references of the current classes."""
+        if self._prepared == self.classes:
+            return
+        refs = self._reference_set()
+        missing = [c for c in self.classes if refs is None or c not in refs]
         if missing:
-            builder = self.builder()
-            if builder is None:
-                where = (f'the reference file {self.references_path}'
-                         if self.references_path else 'no reference file (references=None)')
-                raise KeyError(f'ReCoSegmentor: no references for {missing} in {where}, and no '
-                               'retrieval index is configured to compute them (set '
-                               'model.retrieval=dict(index=..., clip=...)) or run '
-                               'tools/reco.py refs')
-            new = builder.build(missing)
+            new = self.builder().build(missing)
             new.check(self.expected_settings(), where='new references', what='the model')
             refs = new if refs is None else refs.merged(new)
             self._refs = refs
             if self.references_path:
                 refs.save(self.references_path)
-        previous = list(getattr(self, 'classes', []))
-        self.classes = classes
-        selected = refs.select(classes)
-        self.register_buffer('ref_embeddings', selected.references.to(self._device()),
-                             persistent=False)
-        self.register_buffer('text_embeddings', selected.text.to(self._device()),
-                             persistent=False)
-        self.dataset_meta_classes = tuple(classes)
-        return previous
+        selected = refs.select(self.classes)
+        self.ref_embeddings = selected.references.to(self._device())
+        self.text_embeddings = selected.text.to(self._device())
+        self._prepared = list(self.classes)
 
     def _device(self) -> torch.device:
         return next(self.clip.parameters()).device
@@ -200,6 +207,7 @@ class ReCoSegmentor(BaseModel):
     def scores(self, inputs: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) RGB in [0, 1] -> (B, K, H, W) ReCo scores."""
         from densebox.reco.coseg import language_guidance, score_maps
+        self.prepare()
         features = self.extractor(inputs)
         guidance = None
         if self.dense_clip_inference:
