@@ -115,9 +115,10 @@ class ReferenceBuilder:
     # ------------------------------------------------------------------ steps
     def retrieve(self, concept: str) -> List[str]:
         """Paths of the ``k`` images nearest to the concept's text embedding."""
+        if len(self.index) == 0:
+            raise ValueError(f'concept {concept!r}: no images retrieved: the index '
+                             f'{self.index.root} holds no images')
         paths, _ = self.index.topk(self.retrieval_text([concept])[0], self.k)
-        if not paths:
-            raise ValueError(f'concept {concept!r}: no images retrieved from {self.index.root}')
         return paths
 
     def _load(self, concept: str, paths: Sequence[str]) -> torch.Tensor:

@@ -24,6 +24,11 @@ def _clip_args(p: argparse.ArgumentParser, default_name: Optional[str]) -> None:
                    help='its weights: a file or a zoo name (e.g. clip_vitl14_336_openai)')
 
 
+def _build_retrieval_clip(name: str, checkpoint: str):
+    from densebox.models.backbones.clip import build_clip
+    return build_clip(name, checkpoint=checkpoint)
+
+
 def index_main(argv: Optional[List[str]] = None) -> dict:
     p = argparse.ArgumentParser(prog='tools/reco.py index',
                                 description='Embed an image folder with CLIP (resumable).')
@@ -38,13 +43,12 @@ def index_main(argv: Optional[List[str]] = None) -> dict:
     p.add_argument('--device', default='auto')
     args = p.parse_args(argv)
     from densebox.apis.model import resolve_device
-    from densebox.models.backbones.clip import build_clip
     from densebox.reco import build_image_index
     if args.checkpoint is None:
         raise SystemExit('tools/reco.py index: --checkpoint (the CLIP weights file or zoo name) '
                          'is required; a random CLIP retrieves nothing useful')
     device = resolve_device(args.device)
-    clip = build_clip(args.clip, checkpoint=args.checkpoint).eval()
+    clip = _build_retrieval_clip(args.clip, args.checkpoint).eval()
     size = args.image_size or int(clip.visual.image_size[0]
                                   if isinstance(clip.visual.image_size, (tuple, list))
                                   else clip.visual.image_size)

@@ -1,0 +1,510 @@
+"""ReCo: prompts, co-segmentation arithmetic against plain re-statements, a constructed
+colour world whose dense features are known (retrieval, co-segmentation, language guidance
+and context elimination must pick the right regions), the resumable index, reference files
+and their mismatch errors, and a tiny random CLIP through the segmenter, densebox.inference
+and tools/test.py. No pretrained weights."""
+import json
+import os
+import os.path as osp
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+
+from densebox.models.backbones.clip import build_clip, clip_tokenizer
+from densebox.reco import (IMAGENET_TEMPLATES, RECO_TEMPLATES, SCENE_TEMPLATES, ImageIndex,
+                           ReferenceBuilder, ReferenceSet, TextEncoder, build_image_index,
+                           context_weights, cosegment, language_guidance, prompt_ensemble,
+                           score_maps)
+from densebox.retrieval import EmbeddingStore
+
+TINY_RN = dict(embed_dim=32,
+               vision_cfg=dict(image_size=64, layers=[1, 1, 1, 1], width=8, patch_size=None),
+               text_cfg=dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=1))
+
+# ----------------------------------------------------------------------------- prompts
+
+
+def test_templates_are_clips_80_plus_maskclips_5():
+    assert len(IMAGENET_TEMPLATES) == 80 and len(SCENE_TEMPLATES) == 5
+    assert len(RECO_TEMPLATES) == 85 == len(set(RECO_TEMPLATES))
+    assert all(t.count('{}') == 1 for t in RECO_TEMPLATES)
+    assert IMAGENET_TEMPLATES[0] == 'a bad photo of a {}.'
+    assert IMAGENET_TEMPLATES[-1] == 'a tattoo of the {}.'
+
+
+def test_prompt_ensemble_is_the_normalised_mean_of_normalised_prompts():
+    torch.manual_seed(0)
+    table = torch.randn(1000, 8)
+
+    def tokenizer(texts):
+        return torch.tensor([[hash(t) % 1000] for t in texts])
+
+    def encode(tokens):
+        return table[tokens[:, 0]] * 3.0
+
+    templates = ('a {}.', 'the {} here.', 'one {}.')
+    got = prompt_ensemble(encode, tokenizer, ['cat', 'dog'], templates, batch_size=2)
+    for row, name in zip(got, ['cat', 'dog']):
+        prompts = F.normalize(encode(tokenizer([t.format(name) for t in templates])), dim=-1)
+        torch.testing.assert_close(row, F.normalize(prompts.mean(0), dim=0))
+    with pytest.raises(ValueError, match='class list is empty'):
+        prompt_ensemble(encode, tokenizer, [], templates)
+
+
+# ----------------------------------------------------------------------------- arithmetic
+def _naive_cosegment(features, weights):
+    """The paper's definition with the full N x N adjacency."""
+    n, c, h, w = features.shape
+    f = F.normalize(features.permute(0, 2, 3, 1).reshape(-1, c), dim=1)
+    adj = (f @ f.T) * weights.reshape(-1)[None]
+    per_image = torch.stack([adj[:, m * h * w:(m + 1) * h * w].max(1).values
+                             for m in range(n)], 1)
+    avg = per_image.mean(1).view(n, h * w)
+    best = avg.argmax(1)
+    seeds = torch.stack([best // w, best % w], 1)
+    feats = torch.stack([features[m, :, seeds[m, 0], seeds[m, 1]] for m in range(n)])
+    return F.normalize(feats.mean(0), dim=0), seeds
+
+
+def test_cosegment_equals_the_paper_definition():
+    torch.manual_seed(0)
+    features = torch.randn(5, 6, 3, 4)
+    weights = torch.rand(5, 3, 4)
+    ref, seeds = cosegment(features, weights, images_per_block=2)
+    want_ref, want_seeds = _naive_cosegment(features, weights)
+    assert torch.equal(seeds, want_seeds)
+    torch.testing.assert_close(ref, want_ref)
+    with pytest.raises(ValueError, match='weights must be'):
+        cosegment(features, torch.rand(5, 3, 3))
+
+
+def test_score_maps_and_weights_match_their_formulas():
+    torch.manual_seed(1)
+    feats, refs = torch.randn(2, 4, 3, 3), torch.randn(3, 4)
+    dense, text = torch.randn(2, 5, 3, 3), torch.randn(3, 5)
+    guidance = language_guidance(dense, text)
+    cos = F.cosine_similarity(dense[:, None], text[None, :, :, None, None], dim=2)
+    torch.testing.assert_close(guidance, torch.sigmoid(10 * cos))
+    ctx = context_weights(feats, refs[:2])
+    cos_f = F.cosine_similarity(feats[:, None], refs[None, :2, :, None, None], dim=2)
+    torch.testing.assert_close(ctx, (1 - torch.sigmoid(cos_f)).prod(1))
+    scores = score_maps(feats, refs, guidance)
+    cos_r = F.cosine_similarity(feats[:, None], refs[None, :, :, None, None], dim=2)
+    torch.testing.assert_close(scores, torch.sigmoid(cos_r) * guidance)
+    assert score_maps(feats, refs, guidance, size=(6, 6)).shape == (2, 3, 6, 6)
+
+
+# ----------------------------------------------------------------------------- colour world
+# Images are 32x32 colour blocks; the "extractor" averages 8x8 patches, so a pixel's
+# feature is its colour. Every image holds a large patch of one identical blue (the context)
+# and a smaller patch of a red that varies from image to image (the concept).
+RED, BLUE = np.array([230, 20, 20]), np.array([0, 0, 255])
+
+
+def _colour_image(rng, red_area: int):
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[:] = (0, 200, 0) if rng.random() < 0.5 else (200, 200, 200)
+    img[:, 16:] = BLUE  # identical everywhere: the strongest common pattern
+    shade = RED + rng.integers(-20, 20, 3)
+    img[0:8 * red_area, 0:8] = np.clip(shade, 0, 255)
+    return img
+
+
+class ColourFeatures(nn.Module):
+    """Dense features = the mean colour of each 8x8 patch, (B, 3, H/8, W/8)."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(1))  # gives it a device and a digest
+
+    def forward(self, x):
+        return F.avg_pool2d(x, 8)
+
+    def describe(self):
+        return dict(type='ColourFeatures')
+
+
+class ColourCLIP(nn.Module):
+    """A stand-in CLIP for retrieval: an image's embedding is its share of red, blue and
+    green pixels; the text of a prompt is the one-hot of the colour word it contains."""
+    WORDS = ('red', 'blue', 'green')
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(1))
+
+    def encode_image(self, x):
+        mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+        std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+        rgb = x * std + mean
+        r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+        red = ((r > 0.6) & (g < 0.3) & (b < 0.3)).float().mean((1, 2))
+        blue = ((b > 0.8) & (r < 0.2)).float().mean((1, 2))
+        green = ((g > 0.6) & (r < 0.3)).float().mean((1, 2))
+        return torch.stack([red, blue, green], 1) + 1e-3
+
+    def encode_text(self, tokens):
+        return F.one_hot(tokens[:, 0], 3).float()
+
+    @classmethod
+    def tokenizer(cls, texts):
+        return torch.tensor([[next(i for i, w in enumerate(cls.WORDS) if w in t)]
+                             for t in texts])
+
+
+@pytest.fixture(scope='module')
+def colour_world(tmp_path_factory):
+    root = tmp_path_factory.mktemp('colours')
+    rng = np.random.default_rng(0)
+    red_areas = {}
+    for i in range(12):
+        area = int(rng.integers(1, 4)) if i < 8 else 0  # 4 images without red
+        img = _colour_image(rng, area)
+        Image.fromarray(img).save(root / f'img_{i:02d}.png')
+        red_areas[f'img_{i:02d}.png'] = area
+    clip = ColourCLIP()
+    build_image_index(str(root), str(root / 'index'), clip, 'colours', image_size=32,
+                      batch_size=5, num_workers=0, progress=False)
+    return root, clip, red_areas
+
+
+def _colour_builder(root, clip, language_guidance_on=False, context=('blue',)):
+    torch.manual_seed(0)
+    dense_clip = open_clip.CLIP(**TINY_RN).eval()  # MaskCLIP is unused without guidance
+    text = TextEncoder(clip, ColourCLIP.tokenizer, ('a {}.',))
+    return ReferenceBuilder(dense_clip, TextEncoder(dense_clip, clip_tokenizer(context_length=16)),
+                            ColourFeatures(), ImageIndex(str(root / 'index'), clip), text,
+                            k=6, image_size=32, language_guidance=language_guidance_on,
+                            context_elimination=bool(context), context_classes=context)
+
+
+def test_colour_world_retrieval_ranks_by_embedding(colour_world):
+    root, clip, red_areas = colour_world
+    builder = _colour_builder(root, clip)
+    got = [osp.basename(p) for p in builder.retrieve('red')]
+    store = EmbeddingStore(str(root / 'index'))
+    oracle = store.vectors().astype(np.float32) @ np.array([1, 0, 0], np.float32)
+    order = sorted(range(len(store)), key=lambda i: (-oracle[i], i))[:6]
+    assert got == [store.ids[i] for i in order]
+    assert all(red_areas[name] > 0 for name in got)  # only images that hold red
+
+
+def test_colour_world_context_elimination_moves_the_seeds_to_the_concept(colour_world):
+    root, clip, _ = colour_world
+    unit = lambda v: F.normalize(torch.tensor(v, dtype=torch.float32), dim=0)
+    red_dir, blue_dir = unit([0.9, 0.08, 0.08]), unit([0.0, 0.0, 1.0])
+    plain = _colour_builder(root, clip, context=()).reference('red')
+    # without context elimination the identical blue half of every image wins
+    assert float(plain @ blue_dir) > 0.99
+    builder = _colour_builder(root, clip, context=('blue',))
+    context = builder.context_references()
+    assert float(context['blue'] @ blue_dir) > 0.99
+    ref = builder.reference('red')
+    assert float(ref @ red_dir) > 0.99, ref
+    assert torch.equal(builder.reference('blue'), context['blue'])  # context reused
+
+
+def test_language_guidance_picks_the_named_region():
+    """Dense 'MaskCLIP' features equal to the colours and a text embedding of red: the
+    guidance weights make red the seed of every image despite the common blue."""
+    rng = np.random.default_rng(1)
+    images = torch.stack([torch.from_numpy(_colour_image(rng, 2)).permute(2, 0, 1).float() / 255
+                          for _ in range(4)])
+    feats = F.avg_pool2d(images, 8)
+    _, plain_seeds = cosegment(feats)
+    assert (plain_seeds[:, 1] >= 2).all()  # columns 2-3: the blue half
+    guidance = language_guidance(feats, torch.tensor([1.0, 0.0, 0.0]))
+    ref, seeds = cosegment(feats, guidance)
+    assert (seeds[:, 1] == 0).all() and (seeds[:, 0] < 2).all()  # the red patch
+    assert float(ref[0]) > 0.95
+
+
+# ----------------------------------------------------------------------------- index
+def _folder(root, n=11, bad=2):
+    rng = np.random.default_rng(0)
+    os.makedirs(root / 'sub', exist_ok=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (40 + i, 50, 3), dtype=np.uint8)).save(
+            root / ('sub' if i % 2 else '.') / f'{i:03d}.png')
+    for i in range(bad):
+        (root / f'broken_{i}.jpg').write_bytes(b'not an image')
+    return root
+
+
+@pytest.fixture(scope='module')
+def tiny_clip(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp('clip') / 'tiny_clip.pt'
+    torch.save(open_clip.CLIP(**TINY_RN).state_dict(), path)
+    return str(path), build_clip(model_cfg=TINY_RN, checkpoint=str(path)).eval()
+
+
+def test_index_resumes_to_the_same_arrays(tmp_path, tiny_clip):
+    _, clip = tiny_clip
+    images = _folder(tmp_path / 'images')
+    full = build_image_index(str(images), str(tmp_path / 'full'), clip, 'tiny', image_size=64,
+                             batch_size=3, num_workers=0, chunk_rows=4, progress=False)
+    with pytest.warns(UserWarning, match='skipped 2 unreadable'):
+        build_image_index(str(images), str(tmp_path / 'full2'), clip, 'tiny', image_size=64,
+                          batch_size=3, num_workers=0, chunk_rows=4, progress=False)
+    assert full == dict(images=13, embedded=11, skipped=2, complete=True)
+    part = build_image_index(str(images), str(tmp_path / 'part'), clip, 'tiny', image_size=64,
+                             batch_size=3, num_workers=0, chunk_rows=4, progress=False,
+                             max_batches=2)
+    assert not part['complete']
+    with pytest.raises(ValueError, match='unfinished'):
+        EmbeddingStore(str(tmp_path / 'part'))
+    (tmp_path / 'part' / '.tmp_leftover').write_bytes(b'x')  # a write killed half-way
+    build_image_index(str(images), str(tmp_path / 'part'), clip, 'tiny', image_size=64,
+                      batch_size=3, num_workers=0, chunk_rows=4, progress=False)
+    a, b = EmbeddingStore(str(tmp_path / 'full')), EmbeddingStore(str(tmp_path / 'part'))
+    assert a.ids == b.ids and len(a.ids) == 11 and not any('broken' in i for i in a.ids)
+    np.testing.assert_array_equal(a.vectors(), b.vectors())
+    # the embeddings are normalised, in float16
+    assert a.vectors().dtype == np.float16
+    np.testing.assert_allclose(np.linalg.norm(a.vectors().astype(np.float32), axis=1), 1,
+                               atol=2e-3)
+    # another CLIP, or the same folder with other settings, is refused
+    torch.manual_seed(5)
+    other = open_clip.CLIP(**TINY_RN).eval()
+    with pytest.raises(ValueError, match='clip'):
+        build_image_index(str(images), str(tmp_path / 'full'), other, 'other', image_size=64,
+                          num_workers=0, progress=False)
+    with pytest.raises(ValueError, match='was built with CLIP'):
+        ImageIndex(str(tmp_path / 'full'), other, 'other')
+
+
+def test_store_search_is_exact(tmp_path):
+    from densebox.retrieval import EmbeddingStoreWriter
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((53, 7)).astype(np.float32)
+    writer = EmbeddingStoreWriter(str(tmp_path), 7, dict(kind='test'), chunk_rows=10)
+    for start in range(0, 53, 6):
+        writer.add([f'id{i}' for i in range(start, min(start + 6, 53))], vectors[start:start + 6])
+    writer.close()
+    store = EmbeddingStore(str(tmp_path), expected_meta=dict(kind='test'))
+    queries = rng.standard_normal((3, 7)).astype(np.float32)
+    scores, index = store.search(queries, k=5, block_rows=4)
+    rows = store.vectors().astype(np.float32)
+    oracle = F.normalize(torch.from_numpy(queries), dim=1).numpy() @ rows.T
+    for q in range(3):
+        assert index[q].tolist() == np.argsort(-oracle[q], kind='stable')[:5].tolist()
+        np.testing.assert_allclose(scores[q].numpy(), np.sort(oracle[q])[::-1][:5], rtol=1e-5)
+    with pytest.raises(ValueError, match='kind'):
+        EmbeddingStore(str(tmp_path), expected_meta=dict(kind='other'))
+
+
+# ----------------------------------------------------------------------------- extractors
+def test_timm_vit_features_load_a_deit_checkpoint(tmp_path):
+    import timm
+
+    from densebox.reco import TimmViTFeatures
+    torch.manual_seed(0)
+    kwargs = dict(depth=1)
+    source = timm.create_model('deit_tiny_distilled_patch16_224', pretrained=False, **kwargs)
+    path = tmp_path / 'deit.pth'
+    torch.save({'model': source.state_dict()}, path)  # the DeiT release layout, heads included
+    ext = TimmViTFeatures('deit_tiny_distilled_patch16_224', str(path), model_kwargs=kwargs)
+    x = torch.rand(2, 3, 64, 96)
+    feats = ext(x)
+    assert feats.shape == (2, 192, 4, 6)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    source.set_input_size(img_size=(64, 96))
+    tokens = source.eval().forward_features((x - mean) / std)[:, 2:]  # cls + dist dropped
+    torch.testing.assert_close(feats, tokens.transpose(1, 2).reshape(2, 192, 4, 6))
+    assert ext.describe()['weights'] != TimmViTFeatures(
+        'deit_tiny_distilled_patch16_224', model_kwargs=kwargs).describe()['weights']
+    with pytest.raises(FileNotFoundError, match='missing.pth not found'):
+        TimmViTFeatures('deit_tiny_distilled_patch16_224', str(tmp_path / 'missing.pth'))
+    with pytest.raises(RuntimeError, match='does not fit'):
+        TimmViTFeatures('vit_tiny_patch16_224', str(path), model_kwargs=kwargs)
+
+
+def test_maskclip_is_value_and_output_projection_of_c5(tiny_clip):
+    from densebox.models.backbones.maskclip import MaskCLIP, clip_stage_features
+    _, clip = tiny_clip
+    x = torch.rand(2, 3, 64, 64)
+    dense = MaskCLIP(clip)(x)
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    c5, = clip_stage_features(clip.visual, (x - mean) / std, (4,))
+    pool = clip.visual.attnpool
+    pixel = c5[0, :, 1, 0]
+    want = pool.c_proj(pool.v_proj(pixel))
+    torch.testing.assert_close(dense[0, :, 1, 0], want, rtol=1e-4, atol=1e-5)
+    assert dense.shape == (2, 32, 2, 2)
+    vit = open_clip.CLIP(**dict(TINY_RN, vision_cfg=dict(image_size=32, layers=1, width=32,
+                                                         patch_size=8, head_width=16)))
+    with pytest.raises(TypeError, match='ResNet image tower'):
+        MaskCLIP(vit)
+
+
+# ----------------------------------------------------------------------------- segmenter
+def _reco_cfg(tmp_path, clip_path, classes, extractor_stage=3, retrieval=True, index=None):
+    cfg = dict(
+        type='ReCoSegmentor',
+        data_preprocessor=dict(type='SegDataPreprocessor', mean=[0, 0, 0],
+                               std=[255, 255, 255], pad_size_divisor=32),
+        clip=dict(model_cfg=TINY_RN, checkpoint=clip_path),
+        extractor=dict(type='CLIPImageFeatures', stage=extractor_stage),
+        classes=list(classes), references=str(tmp_path / 'refs.pt'),
+        context_classes=('background',))
+    if retrieval:
+        cfg['retrieval'] = dict(index=index or str(tmp_path / 'index'), k=3, image_size=64)
+    return cfg
+
+
+@pytest.fixture()
+def seg_world(tmp_path, tiny_clip):
+    from densebox.reco.quickstart import write_eval_split, write_image_folder
+    clip_path, clip = tiny_clip
+    data = dict(img_size=64, max_objects=2, size_range=(0.3, 0.5), empty_fraction=0.2, seed=0)
+    write_image_folder(data, str(tmp_path / 'index_images'), 8)
+    write_eval_split(data, str(tmp_path / 'data'), 3)
+    build_image_index(str(tmp_path / 'index_images'), str(tmp_path / 'index'), clip, 'tiny',
+                      image_size=64, num_workers=0, progress=False)
+    return tmp_path, clip_path
+
+
+def test_segmenter_inference_with_any_class_list(seg_world):
+    import densebox
+    from mmengine.config import Config
+    tmp_path, clip_path = seg_world
+    classes = ('background', 'circle', 'square')
+    test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackSegInputs')]
+    cfg = Config(dict(model=_reco_cfg(tmp_path, clip_path, classes),
+                      test_pipeline=test_pipeline, default_scope='densebox'))
+    model = densebox.init_model(cfg, device='cpu')
+    model.prepare()  # the references are computed on the model's device before use
+    refs = ReferenceSet.load(str(tmp_path / 'refs.pt'))
+    assert refs.classes[:1] == ['background'] and set(classes) <= set(refs.classes)
+    image = np.asarray(Image.open(tmp_path / 'data' / 'images' / 'val' / 'val_000000.jpg'))
+    res = densebox.inference(image, model, classes=['star', 'cross', 'background', 'moon'])
+    assert res.class_names == ('star', 'cross', 'background', 'moon')
+    assert res.sem_seg.shape == image.shape[:2] and res.sem_seg.max() < 4
+    assert model.classes == list(classes)  # restored after the call
+    assert {'star', 'cross', 'moon'} <= set(ReferenceSet.load(str(tmp_path / 'refs.pt')).classes)
+    # the predicted label is the arg-max of ReCo's scores, which follow their definition
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    scores = model.scores(x)
+    assert scores.shape == (1, 3, 64, 64) and bool((scores >= 0).all() & (scores <= 1).all())
+    with pytest.raises(ValueError, match='class list is empty'):
+        densebox.inference(image, model, classes=[])
+    with pytest.raises(RuntimeError, match='training-free'):
+        model(x, [], mode='loss')
+
+
+def test_tools_test_runs_reco_without_a_checkpoint(seg_world):
+    from mmengine.config import Config
+
+    from densebox.cli import test_main
+    tmp_path, clip_path = seg_world
+    cfg = Config(dict(
+        _base_=[osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                         'configs', '_base_', 'default_runtime.py')],
+        model=_reco_cfg(tmp_path, clip_path, ('background', 'circle', 'square', 'triangle',
+                                               'star', 'cross')),
+        work_dir=str(tmp_path / 'work'),
+        test_dataloader=dict(batch_size=2, num_workers=0,
+                             sampler=dict(type='DefaultSampler', shuffle=False),
+                             dataset=dict(type='ShapesSegDataset', data_root=str(tmp_path / 'data'),
+                                          data_prefix=dict(img_path='images/val',
+                                                           seg_map_path='masks/val'),
+                                          test_mode=True,
+                                          pipeline=[dict(type='LoadImageFromFile'),
+                                                    dict(type='LoadAnnotations', with_bbox=False,
+                                                         with_label=False, with_seg=True),
+                                                    dict(type='PackSegInputs')])),
+        test_evaluator=dict(type='IoUMetric', iou_metrics=['mIoU']),
+        test_cfg=dict(type='TestLoop')))
+    path = str(tmp_path / 'reco_test.py')
+    cfg.dump(path)
+    metrics = test_main([path])
+    assert 0 <= metrics['mIoU'] <= 100
+    with pytest.raises(ValueError, match='give the checkpoint'):
+        test_main(['configs/quickstart_seg_shapes.py'])
+
+
+def test_reference_files_record_and_check_their_settings(seg_world, tiny_clip):
+    from densebox.registry import MODELS, register_all_modules
+    register_all_modules()
+    tmp_path, clip_path = seg_world
+    model = MODELS.build(_reco_cfg(tmp_path, clip_path, ['circle', 'star']))
+    model.prepare()
+    refs = ReferenceSet.load(str(tmp_path / 'refs.pt'), model.expected_settings())
+    assert refs.classes == ['background', 'circle', 'star'] or set(refs.classes) >= {'circle', 'star'}
+    again = ReferenceSet.load(str(tmp_path / 'refs.pt'))
+    assert torch.equal(again.references, refs.references) and again.meta == refs.meta
+    assert refs.meta['retrieval']['k'] == 3 and refs.meta['extractor']['stage'] == 3
+    # a model that reads the file without an index uses it as it is
+    offline = MODELS.build(_reco_cfg(tmp_path, clip_path, ['star'], retrieval=False))
+    offline.prepare()
+    torch.testing.assert_close(offline.ref_embeddings[0], refs.select(['star']).references[0])
+    with pytest.raises(KeyError, match=r"no references for \['moon'\]"):
+        MODELS.build(_reco_cfg(tmp_path, clip_path, ['moon'], retrieval=False))
+    # another extractor, another MaskCLIP CLIP: errors naming what differs
+    with pytest.raises(ValueError, match='extractor.stage: stored 3, in use 2'):
+        MODELS.build(_reco_cfg(tmp_path, clip_path, ['star'], extractor_stage=2,
+                               retrieval=False))
+    torch.manual_seed(7)
+    other = tmp_path / 'other_clip.pt'
+    torch.save(open_clip.CLIP(**TINY_RN).state_dict(), other)
+    with pytest.raises(ValueError, match='dense_clip.weights'):
+        MODELS.build(_reco_cfg(tmp_path, str(other), ['star'], retrieval=False))
+    with pytest.raises(ValueError, match='class list is empty'):
+        MODELS.build(_reco_cfg(tmp_path, clip_path, []))
+    with pytest.raises(ValueError, match='not a densebox ReCo reference file'):
+        torch.save({'x': torch.zeros(1)}, tmp_path / 'bad.pt')
+        ReferenceSet.load(str(tmp_path / 'bad.pt'))
+
+
+def test_a_concept_without_retrieved_images_is_an_error(tmp_path, tiny_clip):
+    clip_path, clip = tiny_clip
+    (tmp_path / 'broken').mkdir()
+    (tmp_path / 'broken' / 'a.jpg').write_bytes(b'no image')
+    with pytest.warns(UserWarning, match='skipped 1'):
+        build_image_index(str(tmp_path / 'broken'), str(tmp_path / 'index'), clip, 'tiny',
+                          image_size=64, num_workers=0, progress=False)
+    from densebox.registry import MODELS, register_all_modules
+    register_all_modules()
+    model = MODELS.build(_reco_cfg(tmp_path, clip_path, ['unicorn']))
+    with pytest.raises(ValueError, match="concept 'background': no images retrieved"):
+        model.prepare()
+    model = MODELS.build(dict(_reco_cfg(tmp_path, clip_path, ['unicorn']), context_classes=()))
+    with pytest.raises(ValueError, match="concept 'unicorn': no images retrieved"):
+        model.prepare()
+
+
+def test_reco_cli_index_and_refs(tmp_path, tiny_clip, monkeypatch):
+    from densebox.reco.cli import main
+    from densebox.reco.quickstart import write_image_folder
+    clip_path, _ = tiny_clip
+    write_image_folder(dict(img_size=64, max_objects=2, size_range=(0.3, 0.5),
+                            empty_fraction=0.0, seed=0), str(tmp_path / 'images'), 5)
+    # an open_clip model name with a checkpoint file: RN50 is too big for a test, so the
+    # tiny model goes through a config file
+    from mmengine.config import Config
+    cfg = Config(dict(model=_reco_cfg(tmp_path, clip_path, ['circle'], retrieval=False)))
+    cfg.dump(str(tmp_path / 'reco.py'))
+    from densebox.reco import cli
+    monkeypatch.setattr(cli, '_build_retrieval_clip',
+                        lambda name, checkpoint: build_clip(model_cfg=TINY_RN,
+                                                            checkpoint=checkpoint))
+    result = main(['index', '--images', str(tmp_path / 'images'), '--out',
+                   str(tmp_path / 'index'), '--clip', 'tiny', '--checkpoint', clip_path,
+                   '--image-size', '64', '--workers', '0', '--device', 'cpu'])
+    assert result['embedded'] == 5 and result['complete']
+    main(['refs', '--config', str(tmp_path / 'reco.py'), '--index', str(tmp_path / 'index'),
+          '--classes', 'circle,star', '--out', str(tmp_path / 'cli_refs.pt'), '--k', '2',
+          '--device', 'cpu'])
+    refs = ReferenceSet.load(str(tmp_path / 'cli_refs.pt'))
+    assert {'circle', 'star'} <= set(refs.classes) and refs.meta['retrieval']['k'] == 2
+    with pytest.raises(SystemExit):
+        main(['refs', '--config', str(tmp_path / 'reco.py'), '--index', str(tmp_path / 'index'),
+              '--classes', ',', '--out', str(tmp_path / 'x.pt')])
