@@ -508,3 +508,151 @@ def test_reco_cli_index_and_refs(tmp_path, tiny_clip, monkeypatch):
     with pytest.raises(SystemExit):
         main(['refs', '--config', str(tmp_path / 'reco.py'), '--index', str(tmp_path / 'index'),
               '--classes', ',', '--out', str(tmp_path / 'x.pt')])
+
+
+def test_pseudo_labels_cli_writes_the_predictions(seg_world):
+    from mmengine.config import Config
+
+    from densebox.reco.cli import main
+    tmp_path, clip_path = seg_world
+    # the eval split doubles as "train" here: images/val -> images/<split>
+    os.rename(tmp_path / 'data' / 'images' / 'val', tmp_path / 'data' / 'images' / 'train')
+    cfg = Config(dict(
+        model=_reco_cfg(tmp_path, clip_path, ('background', 'circle')),
+        test_dataloader=dict(dataset=dict(
+            type='ShapesSegDataset', data_root=str(tmp_path / 'data'),
+            data_prefix=dict(img_path='images/val', seg_map_path='masks/val'), test_mode=True,
+            pipeline=[dict(type='LoadImageFromFile'),
+                      dict(type='LoadAnnotations', with_bbox=False, with_label=False,
+                           with_seg=True),
+                      dict(type='PackSegInputs')]))))
+    cfg.dump(str(tmp_path / 'reco.py'))
+    assert main(['pseudo-labels', '--config', str(tmp_path / 'reco.py'), '--split', 'train',
+                 '--out', str(tmp_path / 'pseudo'), '--device', 'cpu']) == 3
+    label = np.asarray(Image.open(tmp_path / 'pseudo' / 'val_000000.png'))
+    assert label.shape == (64, 64) and label.max() <= 1
+
+
+def test_output_mapping_takes_the_best_fine_class(seg_world):
+    from densebox.registry import MODELS, register_all_modules
+    register_all_modules()
+    tmp_path, clip_path = seg_world
+    fine = ['circle', 'square', 'star', 'background']
+    model = MODELS.build(dict(_reco_cfg(tmp_path, clip_path, fine),
+                              output_classes=('shape', 'background'),
+                              output_mapping=(0, 0, 0, 1)))
+    x = torch.rand(1, 3, 64, 64)
+    scores = model.scores(x)
+    out = model.predict(x)[0]
+    want = torch.tensor([0, 0, 0, 1])[scores[0].argmax(0)]
+    assert torch.equal(out.pred_sem_seg.data[0], want)
+    torch.testing.assert_close(out.seg_logits.data[0], scores[0, :3].max(0).values)
+    with pytest.raises(ValueError, match='output_mapping values'):
+        MODELS.build(dict(_reco_cfg(tmp_path, clip_path, fine),
+                          output_classes=('shape',), output_mapping=(0, 0, 0, 1)))
+
+
+# ----------------------------------------------------------------------------- data, configs
+def _write_png(path, array):
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    Image.fromarray(np.asarray(array, np.uint8)).save(path)
+
+
+def test_cityscapes27_and_coco_stuff27_label_maps(tmp_path):
+    from densebox.datasets import Cityscapes27Dataset, CocoStuff27Dataset
+    from densebox.datasets.coco_stuff import COCO_STUFF_182_TO_27
+    from densebox.datasets.transforms import LoadAnnotations
+    ids = np.array([[0, 6, 7, 8], [26, 33, 34, 255]])
+    root = tmp_path / 'cs'
+    _write_png(root / 'leftImg8bit/val/a/a_1_leftImg8bit.png', np.zeros((2, 4, 3)))
+    _write_png(root / 'gtFine/val/a/a_1_gtFine_labelIds.png', ids)
+    ds = Cityscapes27Dataset(data_root=str(root), data_prefix=dict(
+        img_path='leftImg8bit/val', seg_map_path='gtFine/val'), test_mode=True)
+    seg = LoadAnnotations(with_bbox=False, with_label=False, with_seg=True)(ds[0])['gt_seg_map']
+    assert seg.tolist() == [[255, 255, 0, 1], [19, 26, 255, 255]]
+    assert len(ds.metainfo['classes']) == 27 and ds.metainfo['classes'][19] == 'car'
+    root = tmp_path / 'coco'
+    raw = np.array([[0, 11, 95, 168], [181, 255, 60, 12]])
+    _write_png(root / 'images/val2017/1.jpg', np.zeros((2, 4, 3)))
+    _write_png(root / 'annotations/val2017/1.png', raw)
+    ds = CocoStuff27Dataset(data_root=str(root), data_prefix=dict(
+        img_path='images/val2017', seg_map_path='annotations/val2017'), test_mode=True)
+    seg = LoadAnnotations(with_bbox=False, with_label=False, with_seg=True)(ds[0])['gt_seg_map']
+    want = [[COCO_STUFF_182_TO_27[v] if v < 182 else 255 for v in row] for row in raw.tolist()]
+    assert seg.tolist() == want
+    assert want[0][0] == 9 and ds.metainfo['classes'][9] == 'person'  # person is a thing
+
+
+def test_coco_stuff_tables_and_configs_agree():
+    from mmengine.config import Config
+
+    from densebox.datasets.coco_stuff import (COCO_STUFF_171_TO_27, COCO_STUFF_27_CLASSES,
+                                              COCO_STUFF_CLASSES, COCO_STUFF_IDS)
+    assert len(set(COCO_STUFF_CLASSES)) == 171 and len(set(COCO_STUFF_IDS)) == 171
+    assert set(range(182)) - set(COCO_STUFF_IDS) == {11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90}
+    by_name = dict(zip(COCO_STUFF_CLASSES, COCO_STUFF_171_TO_27))
+    assert COCO_STUFF_27_CLASSES[by_name['tv']] == 'electronic'
+    assert COCO_STUFF_27_CLASSES[by_name['book']] == 'indoor'
+    assert COCO_STUFF_27_CLASSES[by_name['banner']] == 'textile'
+    assert COCO_STUFF_27_CLASSES[by_name['sky other']] == 'sky'
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    cfg = Config.fromfile(osp.join(root, 'configs', 'reco_coco_stuff27.py'))
+    assert tuple(cfg.model.classes) == COCO_STUFF_CLASSES
+    assert tuple(cfg.model.output_classes) == COCO_STUFF_27_CLASSES
+    assert tuple(cfg.model.output_mapping) == COCO_STUFF_171_TO_27
+    cs = Config.fromfile(osp.join(root, 'configs', 'reco_cityscapes.py'))
+    assert len(cs.model.classes) == 27 and cs.model.retrieval.k == 50
+    assert cs.model.context_classes == ('tree', 'sky', 'building', 'road', 'person')
+    assert cs.model.extractor.model_name == 'deit_small_distilled_patch16_224'
+    assert cs.model.clip.model_name == 'RN50x16'
+
+
+def test_center_crop_makes_the_crop_the_image():
+    from densebox.datasets.transforms import CenterCrop
+    img = np.arange(6 * 10 * 3, dtype=np.uint8).reshape(6, 10, 3)
+    seg = np.arange(60, dtype=np.uint8).reshape(6, 10)
+    out = CenterCrop(4)(dict(img=img, gt_seg_map=seg, img_shape=(6, 10), ori_shape=(6, 10)))
+    assert out['img'].shape == (4, 4, 3) and out['ori_shape'] == (4, 4)
+    np.testing.assert_array_equal(out['gt_seg_map'], seg[1:5, 3:7])
+    np.testing.assert_array_equal(out['img'], img[1:5, 3:7])
+
+
+def test_deeplabv3plus_head_and_torchvision_resnet():
+    import torchvision
+
+    from densebox.registry import MODELS, register_all_modules
+    from densebox.models.seg_heads.deeplabv3plus_head import SeparableConvBNAct
+    register_all_modules()
+    backbone = MODELS.build(dict(type='TorchvisionResNet', depth=50, out_indices=(0, 3),
+                                 replace_stride_with_dilation=(False, True, True),
+                                 bn_momentum=0.01))
+    tv = torchvision.models.resnet50(weights=None, replace_stride_with_dilation=[False, True,
+                                                                                True])
+    missing = set(tv.state_dict()) - set(backbone.state_dict())
+    assert missing == {'fc.weight', 'fc.bias'}  # torchvision's weights load as they are
+    assert all(m.momentum == 0.01 for m in backbone.modules()
+               if isinstance(m, torch.nn.BatchNorm2d))
+    backbone.load_state_dict({k: v for k, v in tv.state_dict().items() if k in
+                              backbone.state_dict()})
+    x = torch.randn(1, 3, 64, 64)
+    low, high = backbone.eval()(x)
+    assert low.shape == (1, 256, 16, 16) and high.shape == (1, 2048, 8, 8)  # output stride 8
+    trunk = torch.nn.Sequential(*list(tv.eval().children())[:-2])
+    torch.testing.assert_close(high, trunk(x))
+    head = MODELS.build(dict(type='DeepLabV3PlusHead', in_channels=2048, c1_in_channels=256,
+                             channels=32, c1_channels=8, dilations=(12, 24, 36),
+                             num_classes=5, in_index=(0, 1))).eval()
+    out = head((low, high))
+    assert out.shape == (1, 5, 16, 16)
+    assert sum(isinstance(m, SeparableConvBNAct) for m in head.modules()) == 4
+    dw = head.atrous[0].depthwise
+    assert dw.groups == 2048 and dw.dilation == (12, 12) and dw.kernel_size == (3, 3)
+    plain = MODELS.build(dict(type='DeepLabV3PlusHead', in_channels=2048, c1_in_channels=256,
+                              channels=32, num_classes=5, separable=False))
+    assert not any(isinstance(m, SeparableConvBNAct) for m in plain.modules())
+    cfg_path = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs',
+                        'reco_plus_cityscapes.py')
+    from mmengine.config import Config
+    cfg = Config.fromfile(cfg_path)
+    assert cfg.model.backbone.depth == 101 and cfg.train_cfg.max_iters == 20000
+    assert cfg.optim_wrapper.optimizer.type == 'Adam' and cfg.optim_wrapper.optimizer.lr == 5e-4

@@ -109,8 +109,9 @@ def dataset_meta_from_config(cfg: Config) -> dict:
         elif user_meta:
             meta = dict(user_meta)
     classes = tuple(meta.get('classes') or ())
-    if cfg.model.get('classes'):  # open-vocabulary models (ReCo) name what they predict
-        classes = tuple(cfg.model['classes'])
+    named = cfg.model.get('output_classes') or cfg.model.get('classes')
+    if named:  # open-vocabulary models (ReCo) name what they predict
+        classes = tuple(named)
     num_classes = _num_classes(cfg.model)
     if not classes:
         if num_classes is None:

@@ -1,9 +1,12 @@
-"""``tools/reco.py index|refs``: build ReCo's image index and its per-class references.
+"""``tools/reco.py index|refs|pseudo-labels``: ReCo's image index, its per-class references,
+and ReCo's predictions of a split as label pngs (ReCo+).
 
     python tools/reco.py index --images /data/imagenet/train --out work_dirs/reco_index \\
         --clip ViT-L-14-336 --checkpoint clip_vitl14_336_openai --image-size 336
     python tools/reco.py refs --config configs/reco_cityscapes.py \\
         --index work_dirs/reco_index --classes road,car,person --out refs.pt
+    python tools/reco.py pseudo-labels --config configs/reco_cityscapes.py --split train \\
+        --out work_dirs/reco_cityscapes/pseudo_labels      # ReCo+'s training targets
 
 ``index`` resumes an interrupted run in the same ``--out`` folder. ``refs`` takes the MaskCLIP
 CLIP, the extractor and the co-segmentation settings from a ReCo config (``--config``, default
@@ -14,7 +17,7 @@ import argparse
 import os.path as osp
 from typing import List, Optional
 
-__all__ = ['main', 'index_main', 'refs_main']
+__all__ = ['main', 'index_main', 'refs_main', 'pseudo_labels_main']
 
 
 def _clip_args(p: argparse.ArgumentParser, default_name: Optional[str]) -> None:
@@ -107,12 +110,66 @@ def refs_main(argv: Optional[List[str]] = None):
     return model
 
 
+def pseudo_labels_main(argv: Optional[List[str]] = None) -> int:
+    """Write ReCo's predictions of a split as label pngs (ReCo+'s training targets)."""
+    p = argparse.ArgumentParser(prog='tools/reco.py pseudo-labels',
+                                description="Write a ReCo config's predictions on a split as "
+                                            'label pngs, for ReCo+.')
+    p.add_argument('--config', required=True, help='a ReCo config, e.g. configs/reco_cityscapes.py')
+    p.add_argument('--split', default='train',
+                   help="the split replacing 'val' in the test data set's image folder")
+    p.add_argument('--out', required=True, help='folder of the pngs (<image stem>.png)')
+    p.add_argument('--batch-size', type=int, default=8)
+    p.add_argument('--device', default='auto')
+    from mmengine.config import DictAction
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None)
+    args = p.parse_args(argv)
+    import os
+    import numpy as np
+    from mmengine.dataset import pseudo_collate
+    from PIL import Image
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from densebox.apis import init_model
+    from densebox.apis.model import load_config
+    from densebox.registry import DATASETS, register_all_modules
+    register_all_modules()
+    cfg = load_config(args.config, args.cfg_options)
+    ds_cfg = dict(cfg.test_dataloader.dataset)
+    img_dir = ds_cfg['data_prefix']['img_path']
+    parts = img_dir.rstrip('/').split('/')
+    if 'val' in parts:
+        parts[len(parts) - 1 - parts[::-1].index('val')] = args.split
+    ds_cfg['data_prefix'] = dict(img_path='/'.join(parts))
+    ds_cfg.pop('ann_file', None)
+    ds_cfg['pipeline'] = [t for t in ds_cfg['pipeline'] if t['type'] != 'LoadAnnotations']
+    dataset = DATASETS.build(ds_cfg)
+    model = init_model(cfg, device=args.device)
+    root = osp.join(dataset.data_root or '', '/'.join(parts)) if not osp.isabs(
+        '/'.join(parts)) else '/'.join(parts)
+    loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=pseudo_collate)
+    written = 0
+    for batch in tqdm(loader, desc='ReCo pseudo-labels', unit='batch'):
+        for sample in model.test_step(batch):
+            rel = osp.relpath(sample.img_path, dataset.data_prefix['img_path'])
+            stem = rel[:-len(dataset.img_suffix)] if rel.endswith(dataset.img_suffix) else \
+                osp.splitext(rel)[0]
+            path = osp.join(args.out, stem + '.png')
+            os.makedirs(osp.dirname(path), exist_ok=True)
+            label = sample.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
+            Image.fromarray(label).save(path)
+            written += 1
+    print(f'{written} pseudo-label pngs from {root} written under {args.out}')
+    return written
+
+
 def main(argv: Optional[List[str]] = None):
     import sys
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {'index': index_main, 'refs': refs_main}
+    commands = {'index': index_main, 'refs': refs_main, 'pseudo-labels': pseudo_labels_main}
     if not argv or argv[0] not in commands:
-        print('usage: tools/reco.py {index,refs} ...  (--help after a command for its options)',
-              file=sys.stderr)
+        print('usage: tools/reco.py {index,refs,pseudo-labels} ...  (--help after a command '
+              'for its options)', file=sys.stderr)
         raise SystemExit(2)
     return commands[argv[0]](argv[1:])

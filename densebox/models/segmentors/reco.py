@@ -54,6 +54,10 @@ class ReCoSegmentor(BaseModel):
         crf_cfg: CRF parameters (ReCo's: 10 iterations, Gaussian sxy 1 compat 3,
             bilateral sxy 67 srgb 3 compat 4).
         templates: prompt templates (default: the 85 of :mod:`densebox.reco.prompts`).
+        output_classes / output_mapping: predict ``classes`` but output coarser classes:
+            ``output_mapping[k]`` is the output class of class k (COCO-Stuff: 171 -> 27).
+            An output class's score is the maximum of its classes' scores, so the output
+            label is the mapped arg-max (ReCo maps the arg-max).
         align_corners: for the final resize to the original image.
     """
 
@@ -66,7 +70,9 @@ class ReCoSegmentor(BaseModel):
                  context_classes: Sequence[str] = ('tree', 'sky', 'building', 'road', 'person'),
                  aliases: Optional[Dict[str, str]] = None, temperature: float = 10.0,
                  crf: bool = False, crf_cfg: Optional[dict] = None,
-                 templates: Optional[Sequence[str]] = None, align_corners: bool = False,
+                 templates: Optional[Sequence[str]] = None,
+                 output_classes: Optional[Sequence[str]] = None,
+                 output_mapping: Optional[Sequence[int]] = None, align_corners: bool = False,
                  data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         from densebox.models.backbones.clip import build_clip, clip_tokenizer
@@ -92,6 +98,21 @@ class ReCoSegmentor(BaseModel):
                             bilateral_sxy=67, bilateral_srgb=3, bilateral_compat=4,
                             **(crf_cfg or {}))
         self.align_corners = align_corners
+        if (output_classes is None) != (output_mapping is None):
+            raise ValueError('ReCoSegmentor: give output_classes and output_mapping together')
+        self.output_classes = tuple(output_classes) if output_classes else None
+        self.output_mapping = None
+        if output_mapping is not None:
+            self.output_mapping = torch.as_tensor(list(output_mapping), dtype=torch.long)
+            if len(self.output_mapping) != len(classes):
+                raise ValueError(f'ReCoSegmentor: output_mapping has {len(self.output_mapping)} '
+                                 f'entries for {len(classes)} classes')
+            bad = [int(v) for v in self.output_mapping
+                   if not 0 <= int(v) < len(self.output_classes)]
+            if bad:
+                raise ValueError(f'ReCoSegmentor: output_mapping values {bad[:5]} are not '
+                                 f'indices of the {len(self.output_classes)} output_classes')
+        self._configured_classes = [str(c) for c in classes]
         self._builder = None
         self._refs = None  # ReferenceSet of every class known so far
         self._prepared = None  # the classes whose embeddings are loaded
@@ -223,6 +244,12 @@ class ReCoSegmentor(BaseModel):
         scores = self.scores(inputs)
         if self.crf:
             scores = self._apply_crf(inputs, scores)
+        if self.output_mapping is not None and self.classes == self._configured_classes:
+            # (a class list given at inference is predicted as it is)
+            index = self.output_mapping.to(scores.device).view(1, -1, 1, 1).expand_as(scores)
+            coarse = scores.new_full((scores.shape[0], len(self.output_classes))
+                                     + tuple(scores.shape[2:]), float('-inf'))
+            scores = coarse.scatter_reduce(1, index, scores, reduce='amax', include_self=True)
         if data_samples is None:
             data_samples = [SegDataSample() for _ in range(inputs.shape[0])]
         return self.postprocess_result(scores, data_samples)
