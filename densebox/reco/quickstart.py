@@ -28,7 +28,8 @@ import torch
 
 from densebox.datasets.shapes import SHAPES_CLASSES, _background, render_image
 
-__all__ = ['COLOUR_NAMES', 'colour_name', 'caption_for', 'render_captioned',
+__all__ = ['COLOUR_NAMES', 'colour_name', 'describe_scene', 'scene_caption', 'caption_for',
+           'render_captioned',
            'make_caption_set', 'write_image_folder', 'write_eval_split', 'train_tiny_clip',
            'run_quickstart']
 
@@ -53,25 +54,43 @@ def _article(word: str) -> str:
     return 'an' if word[0] in 'aeiou' else 'a'
 
 
+def describe_scene(img: np.ndarray, sem: np.ndarray, instances, min_pixels: int = 20) -> dict:
+    """What a caption may say about a rendered image: ``{'shapes': [(colour, shape name)],
+    'background': colour}``, the colour of each visible shape named from the mean of its
+    visible pixels and the background's from the rest (``sem`` only tells background pixels
+    from shape pixels)."""
+    shapes = [(colour_name(img[visible].mean(0)), SHAPES_CLASSES[label])
+              for label, visible in instances if visible.sum() >= min_pixels]
+    background = colour_name(img[sem == 0].mean(0)) if (sem == 0).any() else 'gray'
+    return dict(shapes=shapes, background=background)
+
+
+def scene_caption(scene: dict, rng: np.random.Generator, colour_prob: float = 1.0,
+                  background_prob: float = 1.0) -> str:
+    """A caption of ``scene`` without a leading article, so that a prompt template can be put
+    around it ("a photo of a {}."): ``'red circle, a blue star and an orange cross on a gray
+    background'``. Shapes come in random order; each shape's colour is said with probability
+    ``colour_prob`` and the background with ``background_prob`` (always for an empty image),
+    so that the text tower also meets the bare names the class prompts use."""
+    parts = []
+    for i in rng.permutation(len(scene['shapes'])):
+        colour, name = scene['shapes'][i]
+        phrase = f'{colour} {name}' if rng.random() < colour_prob else name
+        parts.append(f'{_article(phrase)} {phrase}')
+    background = scene['background']
+    if not parts:
+        return f'{background} background' if rng.random() < colour_prob else 'background'
+    parts[0] = parts[0].split(' ', 1)[1]  # the template brings the first article
+    text = parts[0] if len(parts) == 1 else ', '.join(parts[:-1]) + ' and ' + parts[-1]
+    if rng.random() < background_prob:
+        text += f' on {_article(background)} {background} background'
+    return text
+
+
 def caption_for(img: np.ndarray, sem: np.ndarray, instances, rng: np.random.Generator,
                 min_pixels: int = 20) -> str:
-    """Caption of a rendered image: its visible shapes with their colours, in random order,
-    and the background's colour, without a leading article so that a prompt template can be
-    put around it ("a photo of a {}."): ``'red circle, a blue star and an orange cross on a
-    gray background'``. ``sem`` only tells background pixels from shape pixels."""
-    parts = []
-    for label, visible in instances:
-        if visible.sum() >= min_pixels:
-            colour = colour_name(img[visible].mean(0))
-            parts.append(f'{_article(colour)} {colour} {SHAPES_CLASSES[label]}')
-    order = rng.permutation(len(parts))
-    parts = [parts[i] for i in order]
-    background = colour_name(img[sem == 0].mean(0)) if (sem == 0).any() else 'gray'
-    if not parts:
-        return f'{background} background'
-    parts[0] = parts[0].split(' ', 1)[1]  # the template brings the first article
-    shapes = parts[0] if len(parts) == 1 else ', '.join(parts[:-1]) + ' and ' + parts[-1]
-    return f'{shapes} on {_article(background)} {background} background'
+    """The full caption (every colour, the background) of a rendered image."""
+    return scene_caption(describe_scene(img, sem, instances, min_pixels), rng)
 
 
 def _empty_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -82,13 +101,13 @@ def _empty_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 def render_captioned(rng: np.random.Generator, size: int, max_objects: int,
                      size_range: Tuple[float, float], empty_fraction: float):
-    """One image, its mask (0 background, k + 1 shape k) and its scene caption."""
+    """One image, its mask (0 background, k + 1 shape k) and its scene description."""
     if rng.random() < empty_fraction:
         img = _empty_image(rng, size, size)
         sem = np.zeros((size, size), np.uint8)
-        return img, sem, caption_for(img, sem, [], rng)
+        return img, sem, describe_scene(img, sem, [])
     img, sem, instances = render_image(rng, size, size, max_objects, size_range)
-    return img, sem, caption_for(img, sem, instances, rng)
+    return img, sem, describe_scene(img, sem, instances)
 
 
 def _generator(data: dict, split: int):
@@ -100,14 +119,14 @@ def _generator(data: dict, split: int):
 
 
 def make_caption_set(data: dict, count: int, split: int = 0):
-    """(N, H, W, 3) uint8 images and N captions for CLIP training."""
+    """(N, H, W, 3) uint8 images and their N scene descriptions for CLIP training."""
     one = _generator(data, split)
-    images, captions = [], []
+    images, scenes = [], []
     for i in range(count):
-        img, _, caption = one(i)
+        img, _, scene = one(i)
         images.append(img)
-        captions.append(caption)
-    return np.stack(images), captions
+        scenes.append(scene)
+    return np.stack(images), scenes
 
 
 def write_image_folder(data: dict, folder: str, count: int, split: int = 1) -> str:
@@ -145,15 +164,18 @@ def _templated(captions: Sequence[str], templates: Sequence[str], rng: np.random
     return [templates[int(rng.integers(len(templates)))].format(c) for c in captions]
 
 
-def train_tiny_clip(model_cfg: dict, images: np.ndarray, captions: Sequence[str],
+def train_tiny_clip(model_cfg: dict, images: np.ndarray, scenes: Sequence[dict],
                     train: dict, out_file: str, log=print) -> dict:
     """Train an ``open_clip.CLIP(**model_cfg)`` from scratch with ``open_clip.ClipLoss``.
 
     Args:
-        images: (N, H, W, 3) uint8; captions: N strings (each step wraps them in a random
-            prompt template when ``train['templates']``).
+        images: (N, H, W, 3) uint8; scenes: N descriptions (:func:`describe_scene`), captioned
+            afresh at every step (:func:`scene_caption` with ``colour_prob`` /
+            ``background_prob``) and wrapped in a random prompt template when
+            ``train['templates']``.
         train: ``iters``, ``batch_size``, ``lr``, ``weight_decay``, ``warmup_iters``,
-            ``seed``, ``log_interval``, ``templates`` (bool).
+            ``seed``, ``log_interval``, ``templates`` (bool), ``colour_prob``,
+            ``background_prob``.
         out_file: where the state dict is saved (atomically).
     Returns:
         ``{'iters', 'seconds', 'seconds_per_iter', 'final_loss'}``.
@@ -194,7 +216,8 @@ def train_tiny_clip(model_cfg: dict, images: np.ndarray, captions: Sequence[str]
             x = (x_all[idx].float() - mean) / std
             flip = torch.from_numpy(rng.random(batch) < 0.5)
             x[flip] = x[flip].flip(3)
-            texts = [captions[i] for i in idx]
+            texts = [scene_caption(scenes[i], rng, float(train.get('colour_prob', 1.0)),
+                                   float(train.get('background_prob', 1.0))) for i in idx]
             texts = (_templated(texts, RECO_TEMPLATES, rng) if train.get('templates', True)
                      else ['a ' + t for t in texts])
             image_f, text_f, scale = model(x, tokenizer(texts))[:3]
@@ -262,9 +285,10 @@ def run_quickstart(cfg, log=print) -> Dict[str, dict]:
     root = cfg.test_dataloader.dataset.data_root
     _prepare_data(qs, root, log)
     start = time.perf_counter()
-    images, captions = make_caption_set(qs['data'], int(qs['num_captioned']))
-    log(f'zero-shot quickstart: {len(captions)} captioned images for CLIP training '
-        f'({time.perf_counter() - start:.1f} s), e.g. "{captions[0]}"')
+    images, scenes = make_caption_set(qs['data'], int(qs['num_captioned']))
+    example = scene_caption(scenes[0], np.random.default_rng(0))
+    log(f'zero-shot quickstart: {len(scenes)} captioned images for CLIP training '
+        f'({time.perf_counter() - start:.1f} s), e.g. "{example}"')
     variants = [('trained', int(qs['train']['iters']))]
     if qs.get('baseline', True):
         variants.append(('untrained', 0))
@@ -276,7 +300,7 @@ def run_quickstart(cfg, log=print) -> Dict[str, dict]:
         t = time.perf_counter()
         ckpt = osp.join(work_dir, 'tiny_clip.pt')
         train = dict(qs['train'], iters=iters)
-        stats = train_tiny_clip(cfg.model.clip.model_cfg, images, captions, train, ckpt, log)
+        stats = train_tiny_clip(cfg.model.clip.model_cfg, images, scenes, train, ckpt, log)
         times['train_clip'] = time.perf_counter() - t
         t = time.perf_counter()
         clip = build_clip(model_cfg=cfg.model.clip.model_cfg, checkpoint=ckpt).eval()
