@@ -260,6 +260,23 @@ def test_index_resumes_to_the_same_arrays(tmp_path, tiny_clip):
     with pytest.raises(ValueError, match='unfinished'):
         EmbeddingStore(str(tmp_path / 'part'))
     (tmp_path / 'part' / '.tmp_leftover').write_bytes(b'x')  # a write killed half-way
+    # a run that dies in its 2nd batch (nothing flushed since the last chunk) ...
+    calls = {'n': 0}
+    encode = clip.encode_image
+
+    def dying(x):
+        calls['n'] += 1
+        if calls['n'] == 3:  # the first call probes the output size
+            raise KeyboardInterrupt
+        return encode(x)
+    clip.encode_image = dying
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            build_image_index(str(images), str(tmp_path / 'part'), clip, 'tiny', image_size=64,
+                              batch_size=3, num_workers=0, chunk_rows=4, progress=False)
+    finally:
+        del clip.encode_image
+    # ... and the run that finishes it
     build_image_index(str(images), str(tmp_path / 'part'), clip, 'tiny', image_size=64,
                       batch_size=3, num_workers=0, chunk_rows=4, progress=False)
     a, b = EmbeddingStore(str(tmp_path / 'full')), EmbeddingStore(str(tmp_path / 'part'))

@@ -157,8 +157,8 @@ def build_image_index(folder: str, out_dir: str, clip: torch.nn.Module, clip_nam
             writer.flush()
             if bar is not None:
                 bar.close()
-            return dict(images=len(names), embedded=writer.consumed - len(skipped),
-                        skipped=len(skipped), complete=False)
+            return dict(images=len(names), embedded=writer.rows, skipped=len(skipped),
+                        complete=False)
         skipped += [(names[start + i], err) for i, err in bad]
         ids, rows = [], None
         if images is not None:

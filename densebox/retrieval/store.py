@@ -75,6 +75,10 @@ def meta_mismatches(stored: dict, expected: dict) -> List[str]:
 class EmbeddingStoreWriter:
     """Appends unit vectors to a store folder in chunks; resumes an unfinished store.
 
+    A chunk is written once ``chunk_rows`` rows are buffered, at the end of an :meth:`add`
+    call, so that every chunk covers whole calls and its ``consumed`` count is exact (a chunk
+    can hold up to one call's rows more than ``chunk_rows``).
+
     Args:
         root: the store folder (created).
         dim: vector length D.
@@ -119,6 +123,11 @@ class EmbeddingStoreWriter:
         return sum(c['consumed'] for c in self.manifest['chunks']) + self._consumed
 
     @property
+    def rows(self) -> int:
+        """Rows in the finished chunks and the buffer."""
+        return sum(c['rows'] for c in self.manifest['chunks']) + sum(len(r) for r in self._rows)
+
+    @property
     def complete(self) -> bool:
         return bool(self.manifest.get('complete'))
 
@@ -143,20 +152,15 @@ class EmbeddingStoreWriter:
         self._rows.append(vectors / np.maximum(norms, 1e-12))
         self._ids.extend(str(i) for i in ids)
         self._consumed += len(ids) if consumed is None else int(consumed)
-        while sum(len(r) for r in self._rows) >= self.chunk_rows:
-            self._flush(self.chunk_rows)
+        if sum(len(r) for r in self._rows) >= self.chunk_rows:
+            self._flush()
 
-    def _flush(self, rows: Optional[int] = None) -> None:
-        buffered = np.concatenate(self._rows) if self._rows else np.zeros((0, self.dim))
-        if rows is None:
-            rows = len(buffered)
-        if rows == 0 and self._consumed == 0:
+    def _flush(self) -> None:
+        """Write everything buffered as one chunk."""
+        take = np.concatenate(self._rows) if self._rows else np.zeros((0, self.dim))
+        if len(take) == 0 and self._consumed == 0:
             return
-        take, rest = buffered[:rows], buffered[rows:]
-        ids, self._ids = self._ids[:rows], self._ids[rows:]
-        # Inputs are consumed in order: a full chunk covers what was fed up to its last row;
-        # the remainder of the buffer keeps the count of its own rows.
-        consumed = self._consumed - len(rest)
+        ids, consumed = self._ids, self._consumed
         index = len(self.manifest['chunks'])
         name = f'chunk_{index:06d}'
         import io
@@ -167,8 +171,7 @@ class EmbeddingStoreWriter:
         self.manifest['chunks'].append(dict(file=name + '.npy', ids=name + '.ids.json',
                                             rows=int(len(take)), consumed=int(consumed)))
         self._write_manifest()
-        self._rows = [rest] if len(rest) else []
-        self._consumed = len(rest)
+        self._rows, self._ids, self._consumed = [], [], 0
 
     def _write_manifest(self) -> None:
         _atomic_write(osp.join(self.root, MANIFEST),
