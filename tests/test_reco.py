@@ -673,3 +673,51 @@ def test_deeplabv3plus_head_and_torchvision_resnet():
     cfg = Config.fromfile(cfg_path)
     assert cfg.model.backbone.depth == 101 and cfg.train_cfg.max_iters == 20000
     assert cfg.optim_wrapper.optimizer.type == 'Adam' and cfg.optim_wrapper.optimizer.lr == 5e-4
+
+
+def test_dense_crf_cleans_noisy_scores_along_image_edges():
+    pytest.importorskip('pydensecrf.densecrf', reason='the optional CRF: pip install '
+                        '"densebox[crf]"')  # the error path is tested below either way
+    from densebox.reco.crf import dense_crf
+    image = np.zeros((24, 24, 3), np.uint8)
+    image[:, 12:] = 255
+    truth = torch.zeros(24, 24, dtype=torch.long)
+    truth[:, 12:] = 1
+    rng = torch.Generator().manual_seed(0)
+    probs = torch.full((2, 24, 24), 0.3)
+    probs[0][truth == 0] = 0.7
+    probs[1][truth == 1] = 0.7
+    flip = torch.rand(24, 24, generator=rng) < 0.25  # a quarter of the pixels wrong
+    probs[:, flip] = probs[:, flip].flip(0)
+    noisy = probs.argmax(0)
+    out = dense_crf(image, probs.log())
+    assert out.shape == (2, 24, 24)
+    assert (out.argmax(0) != truth).sum() < (noisy != truth).sum() / 4
+
+
+def test_crf_without_pydensecrf_names_the_package(monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_crf(name, *args, **kwargs):
+        if name.startswith('pydensecrf'):
+            raise ImportError('no pydensecrf')
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, '__import__', no_crf)
+    from densebox.reco.crf import require_pydensecrf
+    with pytest.raises(ImportError, match=r'pip install pydensecrf2'):
+        require_pydensecrf()
+
+
+def test_segmenter_with_crf(seg_world):
+    pytest.importorskip('pydensecrf.densecrf', reason='the optional CRF')
+    from densebox.registry import MODELS, register_all_modules
+    register_all_modules()
+    tmp_path, clip_path = seg_world
+    model = MODELS.build(dict(_reco_cfg(tmp_path, clip_path, ['background', 'circle']),
+                              crf=True))
+    x = torch.rand(2, 3, 64, 64)
+    out = model.predict(x)
+    assert out[0].pred_sem_seg.data.shape == (1, 64, 64)
+    probs = out[0].seg_logits.data
+    torch.testing.assert_close(probs.sum(0), torch.ones(64, 64), atol=1e-3, rtol=0)
