@@ -75,6 +75,9 @@ class ReCoSegmentor(BaseModel):
                  output_mapping: Optional[Sequence[int]] = None, align_corners: bool = False,
                  data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        classes = [str(c) for c in (classes or [])]
+        if not classes:
+            raise ValueError('ReCoSegmentor: the class list is empty (set model.classes)')
         from densebox.models.backbones.clip import build_clip, clip_tokenizer
         from densebox.models.backbones.maskclip import MaskCLIP
         from densebox.reco import RECO_TEMPLATES, TextEncoder, build_extractor
