@@ -147,7 +147,8 @@ def quickstart_main(argv: Optional[List[str]] = None) -> dict:
                         'segmenter (mIoU); zero-shot: ReCo with a tiny CLIP trained on '
                         'shapes captions (zero-shot mIoU, and with an untrained CLIP)')
     p.add_argument('--config', default=None,
-                   help='default: configs/quickstart_ssd_shapes.py or quickstart_seg_shapes.py')
+                   help='default: configs/quickstart_ssd_shapes.py, quickstart_seg_shapes.py '
+                        'or quickstart_reco_shapes.py')
     p.add_argument('--work-dir', default=None, help='default: work_dirs/<config name>')
     _add_cfg_options(p)
     args = p.parse_args(argv)

@@ -168,6 +168,12 @@ def main(argv: Optional[List[str]] = None):
     import sys
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {'index': index_main, 'refs': refs_main, 'pseudo-labels': pseudo_labels_main}
+    if argv and argv[0] in ('-h', '--help'):
+        print('usage: tools/reco.py {index,refs,pseudo-labels} ...\n'
+              '  index          CLIP image embeddings of an image folder (resumable)\n'
+              '  refs           ReCo references of class names\n'
+              '  pseudo-labels  ReCo predictions of a split as label pngs (ReCo+)')
+        return 0
     if not argv or argv[0] not in commands:
         print('usage: tools/reco.py {index,refs,pseudo-labels} ...  (--help after a command '
               'for its options)', file=sys.stderr)
