@@ -20,7 +20,7 @@ from densebox.reco import (IMAGENET_TEMPLATES, RECO_TEMPLATES, SCENE_TEMPLATES, 
                            ReferenceBuilder, ReferenceSet, TextEncoder, build_image_index,
                            context_weights, cosegment, language_guidance, prompt_ensemble,
                            score_maps)
-from densebox.retrieval import EmbeddingStore
+from densebox.reco.index import load_rgb_224
 
 TINY_RN = dict(embed_dim=32,
                vision_cfg=dict(image_size=64, layers=[1, 1, 1, 1], width=8, patch_size=None),
@@ -187,10 +187,11 @@ def test_colour_world_retrieval_ranks_by_embedding(colour_world):
     root, clip, red_areas = colour_world
     builder = _colour_builder(root, clip)
     got = [osp.basename(p) for p in builder.retrieve('red')]
-    store = EmbeddingStore(str(root / 'index'))
-    oracle = store.vectors().astype(np.float32) @ np.array([1, 0, 0], np.float32)
-    order = sorted(range(len(store)), key=lambda i: (-oracle[i], i))[:6]
-    assert got == [store.ids[i] for i in order]
+    index = ImageIndex(str(root / 'index'))
+    rows = index.store[0:len(index.store)]
+    oracle = rows @ np.array([1, 0, 0], np.float32)
+    order = sorted(range(len(rows)), key=lambda i: (-oracle[i], i))[:6]
+    assert got == [index.files[i] for i in order]
     assert all(red_areas[name] > 0 for name in got)  # only images that hold red
 
 
@@ -258,7 +259,7 @@ def test_index_resumes_to_the_same_arrays(tmp_path, tiny_clip):
                              max_batches=2)
     assert not part['complete']
     with pytest.raises(ValueError, match='unfinished'):
-        EmbeddingStore(str(tmp_path / 'part'))
+        ImageIndex(str(tmp_path / 'part'))
     (tmp_path / 'part' / '.tmp_leftover').write_bytes(b'x')  # a write killed half-way
     # a run that dies in its 2nd batch (nothing flushed since the last chunk) ...
     calls = {'n': 0}
@@ -279,41 +280,31 @@ def test_index_resumes_to_the_same_arrays(tmp_path, tiny_clip):
     # ... and the run that finishes it
     build_image_index(str(images), str(tmp_path / 'part'), clip, 'tiny', image_size=64,
                       batch_size=3, num_workers=0, chunk_rows=4, progress=False)
-    a, b = EmbeddingStore(str(tmp_path / 'full')), EmbeddingStore(str(tmp_path / 'part'))
-    assert a.ids == b.ids and len(a.ids) == 11 and not any('broken' in i for i in a.ids)
-    np.testing.assert_array_equal(a.vectors(), b.vectors())
-    # the embeddings are normalised, in float16
-    assert a.vectors().dtype == np.float16
-    np.testing.assert_allclose(np.linalg.norm(a.vectors().astype(np.float32), axis=1), 1,
-                               atol=2e-3)
+    a, b = ImageIndex(str(tmp_path / 'full')), ImageIndex(str(tmp_path / 'part'))
+    assert a.files == b.files and len(a.files) == 13 and len(a) == len(b) == 11
+    rows_a, rows_b = a.store[0:13], b.store[0:13]
+    np.testing.assert_array_equal(rows_a, rows_b)
+    # unreadable files hold zero rows (never retrieved); the others are unit CLIP embeddings
+    broken = [i for i, n in enumerate(a.files) if 'broken' in n]
+    assert len(broken) == 2 and not rows_a[broken].any() and a.store.dtype == np.float16
+    good = [i for i in range(13) if i not in broken]
+    np.testing.assert_allclose(np.linalg.norm(rows_a[good], axis=1), 1, atol=2e-3)
+    x = load_rgb_224(str(images / a.files[good[0]]), 64)
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(3, 1, 1)
+    with torch.no_grad():
+        want = F.normalize(clip.encode_image(((x - mean) / std)[None]), dim=-1)[0]
+    np.testing.assert_allclose(rows_a[good[0]], want.numpy(), atol=2e-3)
+    paths, _ = a.topk(torch.randn(32), k=20)
+    assert len(paths) == 11 and not any('broken' in p for p in paths)
     # another CLIP, or the same folder with other settings, is refused
     torch.manual_seed(5)
     other = open_clip.CLIP(**TINY_RN).eval()
-    with pytest.raises(ValueError, match='clip'):
+    with pytest.raises(ValueError, match='other settings.*clip'):
         build_image_index(str(images), str(tmp_path / 'full'), other, 'other', image_size=64,
                           num_workers=0, progress=False)
     with pytest.raises(ValueError, match='was built with CLIP'):
         ImageIndex(str(tmp_path / 'full'), other, 'other')
-
-
-def test_store_search_is_exact(tmp_path):
-    from densebox.retrieval import EmbeddingStoreWriter
-    rng = np.random.default_rng(0)
-    vectors = rng.standard_normal((53, 7)).astype(np.float32)
-    writer = EmbeddingStoreWriter(str(tmp_path), 7, dict(kind='test'), chunk_rows=10)
-    for start in range(0, 53, 6):
-        writer.add([f'id{i}' for i in range(start, min(start + 6, 53))], vectors[start:start + 6])
-    writer.close()
-    store = EmbeddingStore(str(tmp_path), expected_meta=dict(kind='test'))
-    queries = rng.standard_normal((3, 7)).astype(np.float32)
-    scores, index = store.search(queries, k=5, block_rows=4)
-    rows = store.vectors().astype(np.float32)
-    oracle = F.normalize(torch.from_numpy(queries), dim=1).numpy() @ rows.T
-    for q in range(3):
-        assert index[q].tolist() == np.argsort(-oracle[q], kind='stable')[:5].tolist()
-        np.testing.assert_allclose(scores[q].numpy(), np.sort(oracle[q])[::-1][:5], rtol=1e-5)
-    with pytest.raises(ValueError, match='kind'):
-        EmbeddingStore(str(tmp_path), expected_meta=dict(kind='other'))
 
 
 # ----------------------------------------------------------------------------- extractors

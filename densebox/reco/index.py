@@ -2,12 +2,13 @@
 
 ``build_image_index(folder, out_dir, clip, ...)`` embeds every image under ``folder``
 (recursively, sorted, by file extension) with the CLIP image tower, in batches from a
-DataLoader, and writes them to an embedding store (:mod:`densebox.retrieval`) whose manifest
-records what made them: the CLIP's name and weights digest, the input size, the
-normalisation, and a digest of the file list. Started again on the same folder, it resumes
-after the last finished chunk; with another CLIP or another folder it stops with an error
-naming the difference. Files that cannot be decoded are skipped and counted (a warning names
-the first ones).
+DataLoader, into an embedding store (:mod:`densebox.retrieval`: float16 chunks, a JSON
+manifest, memory-mapped reads, exact top-k) whose metadata records what made them: the
+CLIP's name and weights digest, the input size, the normalisation and a digest of the file
+list, kept beside it in ``files.json`` (row i = file i). Started again on the same folder, it
+resumes after the last finished chunk; with another CLIP or another folder it stops with an
+error naming the difference. Files that cannot be decoded are skipped and counted (a warning
+names the first ones): their rows are zero and never retrieved.
 
 Images are prepared as CLIP prepares them: shorter side resized to ``image_size``
 (bicubic), centre crop, CLIP's mean / std.
@@ -25,7 +26,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from densebox.retrieval import EmbeddingStore, EmbeddingStoreWriter
 from .fingerprint import weights_digest
 
 __all__ = ['IMAGE_EXTENSIONS', 'list_images', 'build_image_index', 'ImageIndex', 'clip_meta',
@@ -116,12 +116,32 @@ def _collate(items):
     return [i for i, _ in ok], images, bad
 
 
+FILES = 'files.json'  # the index's image list, beside the store's manifest
+
+
+def _check_metadata(out_dir: str, meta: dict) -> None:
+    """An index folder that exists must have been made with ``meta``."""
+    from densebox.retrieval import read_manifest
+    if not osp.isfile(osp.join(out_dir, 'manifest.json')):
+        return
+    stored = read_manifest(out_dir).get('metadata') or {}
+    diffs = [f'{k}: stored {stored.get(k)!r}, now {v!r}' for k, v in meta.items()
+             if stored.get(k) != v]
+    if diffs:
+        raise ValueError(f'the ReCo index {out_dir} was made with other settings; use another '
+                         'folder or delete it. Differences: ' + '; '.join(diffs))
+
+
 @torch.no_grad()
 def build_image_index(folder: str, out_dir: str, clip: torch.nn.Module, clip_name: str,
                       image_size: int = 224, batch_size: int = 64, num_workers: int = 2,
                       chunk_rows: int = 65536, device='cpu', progress: bool = True,
                       max_batches: Optional[int] = None) -> dict:
     """Embed the images of ``folder`` into the store ``out_dir`` (see the module docstring).
+
+    Row i of the store is file i of ``files.json`` (sorted relative paths); a file that
+    cannot be decoded gets an all-zero row, which retrieval never returns. A run that
+    stops resumes after the last chunk written (:class:`densebox.retrieval.EmbeddingWriter`).
 
     Args:
         clip: an ``open_clip.CLIP`` (its ``encode_image`` is used).
@@ -130,53 +150,61 @@ def build_image_index(folder: str, out_dir: str, clip: torch.nn.Module, clip_nam
         chunk_rows: rows per chunk file; resuming restarts at a chunk boundary.
         max_batches: stop after this many batches without finishing (tests of resuming).
     Returns:
-        ``{'images': total, 'embedded': rows in the store, 'skipped': unreadable files
-        (this run), 'complete': bool}``.
+        ``{'images': files, 'embedded': readable files embedded so far, 'skipped':
+        unreadable files (this run), 'complete': bool}``.
     """
+    import json
+
+    from densebox.retrieval import EmbeddingStore, EmbeddingWriter
     names = list_images(folder)
     meta = dict(kind='reco-image-index', clip=clip_meta(clip, clip_name),
                 image_size=int(image_size), mean=list(CLIP_MEAN), std=list(CLIP_STD),
                 preprocess='resize-shorter-bicubic+center-crop',
                 folder=osp.abspath(folder), files=len(names), files_digest=_list_digest(names))
+    _check_metadata(out_dir, meta)
+    os.makedirs(out_dir, exist_ok=True)
+    files_path = osp.join(out_dir, FILES)
+    if not osp.isfile(files_path):
+        tmp = files_path + '.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(names, f)
+        os.replace(tmp, files_path)
     clip = clip.to(device).eval()
-    dim = int(clip.encode_image(torch.zeros(1, 3, image_size, image_size, device=device)).shape[-1])
-    writer = EmbeddingStoreWriter(out_dir, dim, meta, chunk_rows=chunk_rows)
-    if writer.complete:
-        store = EmbeddingStore(out_dir)
-        return dict(images=len(names), embedded=len(store), skipped=0, complete=True)
-    start = writer.consumed
-    loader = DataLoader(_ImageFolder(folder, names[start:], image_size), batch_size=batch_size,
-                        num_workers=num_workers, collate_fn=_collate, shuffle=False)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(names), initial=start, unit='img', desc='ReCo index')
+    probe = torch.zeros(1, 3, image_size, image_size, device=device)
+    dim = int(clip.encode_image(probe).shape[-1])
     skipped: List[Tuple[str, str]] = []
-    for b, (indices, images, bad) in enumerate(loader):
-        if max_batches is not None and b >= max_batches:
-            writer.flush()
+    with EmbeddingWriter(out_dir, dim=dim, normalize=True, chunk_rows=chunk_rows,
+                         metadata=meta) as writer:
+        start = writer.count
+        loader = DataLoader(_ImageFolder(folder, names[start:], image_size),
+                            batch_size=batch_size, num_workers=num_workers,
+                            collate_fn=_collate, shuffle=False)
+        bar = None
+        if progress and start < len(names):
+            from tqdm import tqdm
+            bar = tqdm(total=len(names), initial=start, unit='img', desc='ReCo index')
+        for b, (indices, images, bad) in enumerate(loader):
+            if max_batches is not None and b >= max_batches:
+                break
+            rows = torch.zeros(len(indices) + len(bad), dim)
+            first = min(indices + [i for i, _ in bad])
+            if images is not None:
+                rows[[i - first for i in indices]] = clip.encode_image(
+                    images.to(device)).float().cpu()
+            skipped += [(names[start + i], err) for i, err in bad]
+            writer.add(rows)
             if bar is not None:
-                bar.close()
-            return dict(images=len(names), embedded=writer.rows, skipped=len(skipped),
-                        complete=False)
-        skipped += [(names[start + i], err) for i, err in bad]
-        ids, rows = [], None
-        if images is not None:
-            rows = clip.encode_image(images.to(device)).float()
-            ids = [names[start + i] for i in indices]
-        writer.add(ids, rows if rows is not None else np.zeros((0, dim), np.float32),
-                   consumed=len(indices) + len(bad))
+                bar.update(len(rows))
         if bar is not None:
-            bar.update(len(indices) + len(bad))
-    writer.close()
-    if bar is not None:
-        bar.close()
+            bar.close()
     if skipped:
         examples = '; '.join(f'{n} ({e})' for n, e in skipped[:5])
         warnings.warn(f'ReCo index: skipped {len(skipped)} unreadable image(s) of '
                       f'{len(names)} under {folder}: {examples}')
     store = EmbeddingStore(out_dir)
-    return dict(images=len(names), embedded=len(store), skipped=len(skipped), complete=True)
+    embedded = int(sum((store.norms(s, s + len(r)) > 0).sum() for s, r in store.blocks()))
+    return dict(images=len(names), embedded=embedded, skipped=len(skipped),
+                complete=len(store) == len(names))
 
 
 class ImageIndex:
@@ -191,12 +219,27 @@ class ImageIndex:
 
     def __init__(self, root: str, clip: Optional[torch.nn.Module] = None,
                  clip_name: Optional[str] = None):
+        import json
+
+        from densebox.retrieval import EmbeddingStore
+        if not osp.isfile(osp.join(root, FILES)):
+            raise FileNotFoundError(f'{root} is not a ReCo image index (no {FILES}); build one '
+                                    'with tools/reco.py index')
         self.store = EmbeddingStore(root)
-        meta = self.store.meta
+        meta = self.store.metadata
         if meta.get('kind') != 'reco-image-index':
             raise ValueError(f'{root} is an embedding store but not a ReCo image index')
+        with open(osp.join(root, FILES)) as f:
+            self.files: List[str] = json.load(f)
+        if len(self.store) != len(self.files):
+            raise ValueError(f'the ReCo index {root} is unfinished ({len(self.store)} of '
+                             f'{len(self.files)} images); run the same tools/reco.py index '
+                             'command again to resume it')
         self.root = root
         self.folder = meta['folder']
+        self.valid = np.concatenate([self.store.norms(s, s + len(r)) > 0
+                                     for s, r in self.store.blocks()]) if len(self.store) \
+            else np.zeros(0, bool)
         if clip is not None:
             digest = weights_digest(clip)
             if digest != meta['clip']['weights']:
@@ -208,15 +251,22 @@ class ImageIndex:
 
     @property
     def meta(self) -> dict:
-        return self.store.meta
+        return self.store.metadata
 
     def __len__(self) -> int:
-        return len(self.store)
+        """Images that could be embedded (unreadable files do not count)."""
+        return int(self.valid.sum())
 
     def topk(self, text_embedding: torch.Tensor, k: int) -> Tuple[List[str], torch.Tensor]:
-        """Paths (absolute) of the ``k`` images nearest to a (D,) text embedding, and their
-        (k,) cosine scores, best first."""
-        if len(self.store) == 0:
+        """Paths (absolute) of the ``k`` images nearest (cosine) to a (D,) text embedding,
+        and their (k,) scores, best first."""
+        if len(self) == 0:
             raise ValueError(f'the ReCo index {self.root} holds no images')
-        scores, index = self.store.search(text_embedding[None], k)
-        return [osp.join(self.folder, self.store.ids[i]) for i in index[0].tolist()], scores[0]
+        query = torch.nn.functional.normalize(text_embedding.float().reshape(1, -1), dim=-1)
+        extra = len(self.valid) - len(self)  # zero rows of unreadable files
+        result = self.store.search(query.numpy(), k=min(k + extra, len(self.valid)),
+                                   metric='ip')
+        keep = [(float(s), int(i)) for s, i in zip(result.scores[0], result.ids[0])
+                if i >= 0 and self.valid[i]][:k]
+        paths = [osp.join(self.folder, self.files[i]) for _, i in keep]
+        return paths, torch.tensor([s for s, _ in keep])
