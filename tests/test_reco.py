@@ -3,7 +3,6 @@ colour world whose dense features are known (retrieval, co-segmentation, languag
 and context elimination must pick the right regions), the resumable index, reference files
 and their mismatch errors, and a tiny random CLIP through the segmenter, densebox.inference
 and tools/test.py. No pretrained weights."""
-import json
 import os
 import os.path as osp
 

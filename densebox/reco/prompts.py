@@ -8,7 +8,7 @@ The templates are data: the 80 ImageNet templates published with CLIP (its
 "Prompt Engineering for ImageNet" notebook) followed by the 5 scene templates MaskCLIP added,
 85 in all: the list ReCo's ``extract_text_embeddings.py`` uses.
 """
-from typing import Callable, Dict, Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F

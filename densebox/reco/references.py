@@ -14,9 +14,8 @@ It is a plain ``torch.save`` of tensors and strings, read back with ``weights_on
 ``ValueError`` naming each difference (another extractor or CLIP, another k ...).
 """
 import json
-import os
 import os.path as osp
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
