@@ -198,8 +198,12 @@ def train_tiny_clip(model_cfg: dict, images: np.ndarray, scenes: Sequence[dict],
         mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1) * 255
         std = torch.tensor(CLIP_STD).view(1, 3, 1, 1) * 255
         loss_fn = open_clip.ClipLoss()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=float(train['lr']),
-                                      weight_decay=float(train.get('weight_decay', 0.1)))
+        # as open_clip: no weight decay on gains, biases and the temperature
+        decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and 'logit_scale' not in n]
+        rest = [p for n, p in model.named_parameters() if p.ndim < 2 or 'logit_scale' in n]
+        optimizer = torch.optim.AdamW(
+            [dict(params=decay, weight_decay=float(train.get('weight_decay', 0.1))),
+             dict(params=rest, weight_decay=0.0)], lr=float(train['lr']))
         warmup = int(train.get('warmup_iters', 0))
 
         def lr_at(it):

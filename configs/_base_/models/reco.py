@@ -9,7 +9,7 @@
 #   RN50x16, sigmoid(10 cos(pixel, text)), prompts: the 85 templates;
 # - context elimination with tree, sky, building, road, person; "vegetation" takes "tree"'s
 #   reference, as in the reference code.
-# Weights: the CLIPs are zoo entries (their files in ~/.cache/densebox/downloads, see
+# Weights: the CLIPs are zoo entries (files in ~/.cache/densebox/checkpoints/downloads, see
 # README "Open-vocabulary segmentation"); the DeiT file goes to checkpoints/.
 # Departure: each network normalises the [0, 1] input with its own mean / std (the reference
 # code feeds ImageNet-normalised images to MaskCLIP too).
