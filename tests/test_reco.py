@@ -327,6 +327,13 @@ def test_timm_vit_features_load_a_deit_checkpoint(tmp_path):
     torch.testing.assert_close(feats, tokens.transpose(1, 2).reshape(2, 192, 4, 6))
     assert ext.describe()['weights'] != TimmViTFeatures(
         'deit_tiny_distilled_patch16_224', model_kwargs=kwargs).describe()['weights']
+    # DINO's release: a bare state dict of a ViT without a head
+    dino = timm.create_model('vit_tiny_patch16_224', pretrained=False, num_classes=0, **kwargs)
+    torch.save(dino.state_dict(), tmp_path / 'dino.pth')
+    ext = TimmViTFeatures('vit_tiny_patch16_224', str(tmp_path / 'dino.pth'), model_kwargs=kwargs)
+    dino.set_input_size(img_size=(64, 96))
+    tokens = dino.eval().forward_features((x - mean) / std)[:, 1:]
+    torch.testing.assert_close(ext(x), tokens.transpose(1, 2).reshape(2, 192, 4, 6))
     with pytest.raises(FileNotFoundError, match='missing.pth not found'):
         TimmViTFeatures('deit_tiny_distilled_patch16_224', str(tmp_path / 'missing.pth'))
     with pytest.raises(RuntimeError, match='does not fit'):
