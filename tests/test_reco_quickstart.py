@@ -43,6 +43,7 @@ def test_zero_shot_quickstart_beats_the_untrained_clip(tmp_path):
         'quickstart.train.iters': 60,
         'quickstart.train.batch_size': 32,
         'quickstart.train.lr': 3e-3,
+        'quickstart.train.colour_prob': 0.5,
         'quickstart.train.log_interval': 30,
     })
     summary = run_quickstart(cfg, log=lambda *a: None)
