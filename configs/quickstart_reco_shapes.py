@@ -29,7 +29,7 @@ quickstart = dict(
     # colour_prob, the background with background_prob, so the text tower also meets the
     # bare class names of the prompts ("a photo of a circle.")
     train=dict(iters=800, batch_size=128, lr=2e-3, weight_decay=0.1, warmup_iters=50,
-               seed=0, log_interval=50, templates=True, colour_prob=0.25, background_prob=0.5),
+               seed=0, log_interval=50, templates=True, colour_prob=0.1, background_prob=0.25),
     index_batch_size=100,
     baseline=True)       # also run the pipeline with the untrained CLIP
 
