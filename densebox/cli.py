@@ -100,7 +100,8 @@ def train_main(argv: Optional[List[str]] = None):
 def test_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='densebox test', description='Evaluate a checkpoint.')
     p.add_argument('config', help='config file, recipe name or model-zoo name')
-    p.add_argument('checkpoint')
+    p.add_argument('checkpoint', nargs='?', default=None,
+                   help='weights to evaluate (not needed by training-free models such as ReCo)')
     p.add_argument('--work-dir')
     p.add_argument('--show-dir', help='draw ground truth and prediction side by side into this '
                                       'folder (relative to the work dir unless absolute)')
@@ -123,9 +124,11 @@ def test_main(argv: Optional[List[str]] = None) -> dict:
     args = test_parser().parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
-    if not osp.isfile(args.checkpoint):
+    if args.checkpoint is not None and not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
     cfg = _load_config(args.config, args.cfg_options, args.work_dir)
+    if args.checkpoint is None:
+        _require_training_free(cfg, args.config)
     cfg.launcher = args.launcher
     from densebox.engine.launch import init_distributed
     init_distributed(args.launcher, cfg)  # also on CPU (gloo)
@@ -139,8 +142,21 @@ def test_main(argv: Optional[List[str]] = None) -> dict:
     return runner.test()
 
 
+def _require_training_free(cfg, config: str) -> None:
+    """A test without a checkpoint is only for models that need no trained weights."""
+    from densebox.registry import MODELS, register_all_modules
+    register_all_modules()
+    model_type = cfg.model.get('type')
+    model_cls = MODELS.get(model_type) if isinstance(model_type, str) else model_type
+    if not getattr(model_cls, 'training_free', False):
+        raise ValueError(f'densebox test {config}: give the checkpoint to evaluate; only '
+                         f'training-free models (ReCo) are tested without one, and '
+                         f'{model_type} is not one')
+
+
 # ---------------------------------------------------------------------- quickstart
-QUICKSTART_CONFIGS = {'det': 'quickstart_ssd_shapes.py', 'seg': 'quickstart_seg_shapes.py'}
+QUICKSTART_CONFIGS = {'det': 'quickstart_ssd_shapes.py', 'seg': 'quickstart_seg_shapes.py',
+                      'zero-shot': 'quickstart_reco_shapes.py'}
 
 
 def quickstart_main(argv: Optional[List[str]] = None) -> dict:
@@ -150,15 +166,20 @@ def quickstart_main(argv: Optional[List[str]] = None) -> dict:
                                             'synthetic shapes data set (no download).')
     p.add_argument('--task', choices=sorted(QUICKSTART_CONFIGS), default='det',
                    help='det: a small SSD (COCO bbox mAP); seg: a small FFNet-style '
-                        'segmenter (mIoU)')
+                        'segmenter (mIoU); zero-shot: ReCo with a tiny CLIP trained on '
+                        'shapes captions (zero-shot mIoU, and with an untrained CLIP)')
     p.add_argument('--config', default=None,
-                   help='default: configs/quickstart_ssd_shapes.py or quickstart_seg_shapes.py')
+                   help='default: configs/quickstart_ssd_shapes.py, quickstart_seg_shapes.py '
+                        'or quickstart_reco_shapes.py')
     p.add_argument('--work-dir', default=None, help='default: work_dirs/<config name>')
     _add_cfg_options(p)
     args = p.parse_args(argv)
     from densebox.datasets.shapes import ensure_shapes
     config = args.config or _find_config(QUICKSTART_CONFIGS[args.task])
     cfg = _load_config(config, args.cfg_options, args.work_dir)
+    if 'quickstart' in cfg:  # the zero-shot quickstart has its own pipeline
+        from densebox.reco.quickstart import run_quickstart
+        return run_quickstart(cfg)
     dataset = cfg.train_dataloader.dataset  # the config says where, and how much
     ensure_shapes(dataset.data_root, **(dataset.get('generate_cfg') or {}))
     runner = _build_runner(cfg)

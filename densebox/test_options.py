@@ -42,13 +42,19 @@ def add_test_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def model_task(model_cfg) -> str:
-    """``'det'`` or ``'seg'`` from a model config (a TTA wrapper is looked through)."""
+    """``'det'`` or ``'seg'`` from a model config (a TTA wrapper is looked through): from its
+    heads, or from the model class's ``task`` attribute."""
     while isinstance(model_cfg, dict) and isinstance(model_cfg.get('module'), dict):
         model_cfg = model_cfg['module']
     if 'bbox_head' in model_cfg:
         return 'det'
     if 'decode_head' in model_cfg:
         return 'seg'
+    from densebox.registry import MODELS
+    model_class = MODELS.get(model_cfg.get('type')) if isinstance(model_cfg.get('type'), str) \
+        else model_cfg.get('type')
+    if getattr(model_class, 'task', None) in ('det', 'seg'):  # models without those heads
+        return model_class.task
     raise ValueError(f"cannot tell whether model type {model_cfg.get('type')!r} detects or "
                      'segments (it has neither bbox_head nor decode_head)')
 

@@ -198,9 +198,29 @@ def _pipeline_of(model: nn.Module):
     return loader_cfg, transforms
 
 
+def _with_classes(model: nn.Module, classes: Sequence[str], run):
+    """Run ``run()`` with an open-vocabulary model switched to ``classes``."""
+    if not hasattr(model, 'set_classes'):
+        raise TypeError(f'classes=... needs an open-vocabulary model (e.g. ReCo); '
+                        f'{type(model).__name__} predicts the fixed classes it was trained on')
+    classes = [str(c) for c in classes]
+    previous = model.set_classes(classes)
+    meta = getattr(model, 'dataset_meta', None)
+    try:
+        from densebox.visualization import get_palette
+        model.dataset_meta = dict(meta or {}, classes=tuple(classes),
+                                  palette=[tuple(int(v) for v in c)
+                                           for c in get_palette(len(classes))])
+        return run()
+    finally:
+        model.dataset_meta = meta
+        model.set_classes(previous)
+
+
 def inference(inputs: Union[ImageLike, Sequence[ImageLike]], model: Optional[nn.Module] = None,
               batch_size: int = 1, color_order: str = 'rgb', score_thr: float = 0.3,
-              keep_image: bool = True) -> Union[DetResult, SegResult, list]:
+              keep_image: bool = True, classes: Optional[Sequence[str]] = None
+              ) -> Union[DetResult, SegResult, list]:
     """Run a detector or segmentor on images.
 
     Args:
@@ -220,6 +240,8 @@ def inference(inputs: Union[ImageLike, Sequence[ImageLike]], model: Optional[nn.
             ``to_dict``, ``to_json``, ``plot`` and ``save`` keep); every detection the
             model's ``test_cfg`` keeps is still held in its arrays.
         keep_image: keep the RGB input image in the result (for ``plot`` / ``save``).
+        classes: open-vocabulary models only (ReCo): the class names to segment for this
+            call, any list; the model's own classes are restored afterwards.
 
     Returns:
         One :class:`DetResult` / :class:`SegResult` for one image, a list for a list, a
@@ -235,6 +257,9 @@ def inference(inputs: Union[ImageLike, Sequence[ImageLike]], model: Optional[nn.
     if not hasattr(model, 'cfg'):
         raise AttributeError('the model has no .cfg: build it with densebox.init_model(), which '
                              'attaches the config whose test pipeline inference uses')
+    if classes is not None:
+        return _with_classes(model, classes, lambda: inference(
+            inputs, model, batch_size, color_order, score_thr, keep_image))
     loader_cfg, transforms = _pipeline_of(model)
     run = dict(model=model, transforms=transforms, backend_args=loader_cfg.get('backend_args'),
                meta=getattr(model, 'dataset_meta', None) or {}, score_thr=score_thr,

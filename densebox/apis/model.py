@@ -107,6 +107,9 @@ def dataset_meta_from_config(cfg: Config) -> dict:
         elif user_meta:
             meta = dict(user_meta)
     classes = tuple(meta.get('classes') or ())
+    named = cfg.model.get('output_classes') or cfg.model.get('classes')
+    if named:  # open-vocabulary models (ReCo) name what they predict
+        classes = tuple(named)
     num_classes = _num_classes(cfg.model)
     if not classes:
         if num_classes is None:
@@ -241,7 +244,7 @@ def init_model(config: Union[str, os.PathLike, Config, dict],
     meta = {}
     if checkpoint is not None:
         meta = load_weights(model, checkpoint)
-    else:
+    elif not getattr(model, 'training_free', False):  # ReCo needs no trained weights
         warnings.warn('init_model: no checkpoint given, the model has random weights')
     dataset_meta = meta.get('dataset_meta') if isinstance(meta.get('dataset_meta'), dict) else None
     config_meta = dataset_meta_from_config(cfg)

@@ -27,11 +27,19 @@ def _clip_state_dict(checkpoint: dict, cfg=None):
             for k, v in clip_state_dict_from(checkpoint, 'the CLIP checkpoint').items()}
 
 
+def _torchvision_classifier_trunk(checkpoint: dict, cfg=None):
+    """A torchvision classifier's state dict without its classifier (``fc.*``): the keys
+    of backbones that keep torchvision's module names (TorchvisionResNet)."""
+    state = checkpoint.get('state_dict', checkpoint)
+    return {k: v for k, v in state.items() if not k.startswith('fc.')}
+
+
 CONVERTERS: Dict[str, object] = {
     'densebox': _densebox,
     'mmdet_ssd': 'densebox.converters.mmdet_ssd:convert_mmdet_ssd_checkpoint',
     'torchvision_ssd300': _torchvision_ssd300,
     'clip_state_dict': _clip_state_dict,
+    'torchvision_classifier_trunk': _torchvision_classifier_trunk,
     'denseclip_official': 'densebox.converters.denseclip:convert_denseclip_checkpoint',
     'torchvision_backbone':
         'densebox.converters.torchvision_seg:convert_torchvision_backbone_checkpoint',

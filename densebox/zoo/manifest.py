@@ -155,6 +155,13 @@ MANIFEST = {
         source="FFNet classification_ffnet150_AAX (ImageNet), the start of "
                "segmentation_ffnet150_AAA; for FFNetResNet arch='150'",
         metric={}, license='BSD-3-Clause-Clear (Qualcomm)'),
+    'resnet101_imagenet_torchvision': dict(
+        kind='backbone', task='cls', config=None,
+        url='https://download.pytorch.org/models/resnet101-63fe2227.pth',
+        sha256=None, sha256_prefix='63fe2227',
+        converter='torchvision_classifier_trunk',
+        source='torchvision resnet101 IMAGENET1K_V1 (for TorchvisionResNet depth=101, ReCo+)',
+        metric={'imagenet/top1': 77.374}, license='BSD-3-Clause'),
     'resnet34_imagenet_torchvision': dict(
         kind='backbone', task='cls', config=None,
         url='https://download.pytorch.org/models/resnet34-b627a593.pth',

@@ -1,4 +1,5 @@
 from .denseclip import DenseCLIP
 from .encoder_decoder import EncoderDecoder
+from .reco import ReCoSegmentor
 
-__all__ = ['DenseCLIP', 'EncoderDecoder']
+__all__ = ['DenseCLIP', 'EncoderDecoder', 'ReCoSegmentor']
