@@ -65,3 +65,8 @@ test_dataloader = dict(
 test_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_cfg = dict(type='TestLoop')
 randomness = dict(seed=0)
+
+# No test-time augmentation: ReCo is evaluated on one view (its resize and centre crop),
+# as the paper reports it; tools/test.py --tta says so.
+tta_model = None
+tta_pipeline = None

@@ -25,3 +25,8 @@ test_dataloader = dict(
         data_prefix=dict(img_path='leftImg8bit/val', seg_map_path='gtFine/val'),
         test_mode=True,
         pipeline={{_base_.test_pipeline}}))
+
+# No test-time augmentation: ReCo is evaluated on one view (its resize and centre crop),
+# as the paper reports it; tools/test.py --tta says so.
+tta_model = None
+tta_pipeline = None

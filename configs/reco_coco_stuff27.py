@@ -63,3 +63,8 @@ test_dataloader = dict(
         data_prefix=dict(img_path='images/val2017', seg_map_path='annotations/val2017'),
         test_mode=True,
         pipeline={{_base_.test_pipeline}}))
+
+# No test-time augmentation: ReCo is evaluated on one view (its resize and centre crop),
+# as the paper reports it; tools/test.py --tta says so.
+tta_model = None
+tta_pipeline = None

@@ -99,3 +99,8 @@ default_hooks = dict(
                     rule='greater'))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)
+
+# No test-time augmentation: ReCo is evaluated on one view (its resize and centre crop),
+# as the paper reports it; tools/test.py --tta says so.
+tta_model = None
+tta_pipeline = None

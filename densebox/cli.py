@@ -26,13 +26,8 @@ def _load_config(config: str, cfg_options: Optional[dict], work_dir: Optional[st
 
 
 def _build_runner(cfg, check_keys=None):
-    from mmengine.runner import Runner
-
-    from densebox.engine.config_check import check_config
-    from densebox.registry import register_all_modules
-    register_all_modules()
-    check_config(cfg, check_keys)  # misspelt types / arguments fail here, not after an epoch
-    return Runner.from_cfg(cfg)
+    from densebox.tools_common import build_runner
+    return build_runner(cfg, check_keys)
 
 
 # --------------------------------------------------------------------------- train
@@ -144,7 +139,8 @@ def test_main(argv: Optional[List[str]] = None) -> dict:
 
 def _require_training_free(cfg, config: str) -> None:
     """A test without a checkpoint is only for models that need no trained weights."""
-    from densebox.registry import MODELS, register_all_modules
+    from densebox.registry import MODELS
+    from densebox.setup_env import register_all_modules
     register_all_modules()
     model_type = cfg.model.get('type')
     model_cls = MODELS.get(model_type) if isinstance(model_type, str) else model_type
@@ -192,7 +188,7 @@ def quickstart_main(argv: Optional[List[str]] = None) -> dict:
 
 def _find_config(name: str) -> str:
     """Locate a config shipped in the repository's configs/ folder."""
-    from densebox.tools_common import resolve_config
+    from densebox.config import resolve_config
     return resolve_config(name)[0]
 
 

@@ -1,115 +1,40 @@
-"""What every densebox tool does the same way: finding a config, loading it, mixed precision.
-
-``densebox train|test|infer|quickstart``, ``tools/*.py`` and :func:`densebox.init_model`
-all find a config with :func:`resolve_config`, so a name that works for one works for all,
-from any folder:
-
-1. a path as given (relative to the current folder, or absolute);
-2. a path relative to the densebox checkout (``configs/ssd300_voc.py`` run from elsewhere);
-3. a model-zoo name (``densebox zoo list``): its config, with the overrides the zoo
-   weights need (``cfg_options`` of the zoo entry); a zoo name wins over a recipe of the
-   same name (``ssd300_coco_torchvision`` is both) because it also brings the weights;
-4. a bare recipe name (``ssd300_voc`` or ``ssd300_voc.py``), looked up in the checkout's
-   ``configs/``.
-"""
-import os
+"""What every densebox tool does the same way: loading the config it runs, building the
+Runner, mixed precision and TensorBoard switches. Configs are found as
+:mod:`densebox.config` says, for tools and the API alike."""
 import os.path as osp
-from typing import List, Optional, Tuple
+from typing import Iterable, Optional
 
-__all__ = ['REPO_ROOT', 'CONFIG_DIR', 'find_config_file', 'resolve_config', 'load_tool_config',
-           'config_names', 'cpu_supports_bf16', 'amp_plan', 'enable_tensorboard']
-
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))  # the checkout holding densebox/
-CONFIG_DIR = osp.join(REPO_ROOT, 'configs')
-
-
-def _candidates(config: str, recipe_names: bool = True) -> List[str]:
-    """Where :func:`find_config_file` looks for ``config``, in order."""
-    config = osp.expanduser(str(config))
-    found = [config]
-    if not osp.isabs(config):
-        found.append(osp.join(REPO_ROOT, config))
-        if recipe_names:
-            name = config if config.endswith('.py') else config + '.py'
-            found.append(osp.join(CONFIG_DIR, name))
-    return list(dict.fromkeys(found))
-
-
-def find_config_file(config: str, recipe_names: bool = True) -> Optional[str]:
-    """The config file ``config`` names: a path (steps 1-2 of the module docstring) or,
-    with ``recipe_names``, a recipe name (step 4); None when there is none."""
-    for path in _candidates(config, recipe_names):
-        if osp.isfile(path):
-            return path
-    return None
-
-
-def config_names() -> List[str]:
-    """The recipe names in the checkout's ``configs/`` (without ``.py``), sorted."""
-    if not osp.isdir(CONFIG_DIR):
-        return []
-    return sorted(f[:-3] for f in os.listdir(CONFIG_DIR) if f.endswith('.py'))
-
-
-def resolve_config(config: str) -> Tuple[str, dict, Optional[str]]:
-    """Find the config file that ``config`` names.
-
-    Args:
-        config: a path, a checkout-relative path, a recipe name or a zoo name.
-
-    Returns:
-        ``(path, cfg_options, zoo_name)``: the config file, the overrides a zoo entry needs
-        (``{}`` otherwise) and the zoo name (None when ``config`` is not one).
-
-    Raises:
-        FileNotFoundError: nothing matches; the message lists where it looked, the recipe
-        names and the zoo names.
-    """
-    path = find_config_file(config, recipe_names=False)
-    if path is not None:
-        return path, {}, None
-    from densebox import zoo
-    if str(config) in zoo.MANIFEST:
-        entry = zoo.get_entry(str(config))
-        if not entry.get('config'):
-            raise ValueError(f'zoo entry {config!r} holds {entry.get("kind")} weights and has no '
-                             'config; use it through a config that initialises from it')
-        zoo_path = find_config_file(entry['config'])
-        if zoo_path is None:
-            raise FileNotFoundError(f'zoo entry {config!r} names the config {entry["config"]}, '
-                                    f'which is not in {REPO_ROOT}')
-        return zoo_path, dict(entry.get('cfg_options') or {}), str(config)
-    path = find_config_file(config)
-    if path is not None:
-        return path, {}, None
-    looked = ', '.join(_candidates(config))
-    raise FileNotFoundError(
-        f'{str(config)!r} is neither a config file nor a model-zoo name (looked for '
-        f'{looked}). Give a config file, a recipe '
-        f'name ({", ".join(config_names()) or "none found"}) or a model-zoo name '
-        f'({", ".join(zoo.list_models("model"))}; see `densebox zoo list`).')
+__all__ = ['load_tool_config', 'build_runner', 'cpu_supports_bf16', 'amp_plan',
+           'enable_tensorboard']
 
 
 def load_tool_config(config: str, cfg_options: Optional[dict] = None,
                      work_dir: Optional[str] = None):
-    """The :class:`mmengine.config.Config` a tool runs: :func:`resolve_config`, then the zoo
-    overrides, then ``cfg_options`` (checked by
-    :func:`densebox.engine.config_check.check_cfg_options`); ``work_dir`` defaults to ``./work_dirs/<config name>``."""
-    from mmengine.config import Config
-    path, zoo_options, zoo_name = resolve_config(config)
-    cfg = Config.fromfile(path)
-    if zoo_options:
-        cfg.merge_from_dict(zoo_options)
-    from densebox.engine.config_check import check_cfg_options
-    cfg_options = check_cfg_options(cfg, cfg_options, path)  # unknown keys: close matches
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+    """The :class:`mmengine.config.Config` a tool runs: :func:`densebox.config.load_config`
+    (found as every tool finds it, ``cfg_options`` checked); ``work_dir`` defaults to
+    ``./work_dirs/<config or zoo name>``."""
+    from densebox.config import load_config, resolve_config
+    path, _, zoo_name = resolve_config(config)
+    cfg = load_config(config, cfg_options)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
         name = zoo_name or osp.splitext(osp.basename(path))[0]
         cfg.work_dir = osp.join('./work_dirs', name)
     return cfg
+
+
+def build_runner(cfg, check_keys: Optional[Iterable[str]] = None):
+    """mmengine's Runner for ``cfg``, after :func:`densebox.config_check.check_config` has
+    checked every ``type`` and argument it will build (under ``check_keys`` only, when
+    given), so a misspelt one fails now and not after an epoch."""
+    from mmengine.runner import Runner
+
+    from densebox.config_check import check_config
+    from densebox.setup_env import register_all_modules
+    register_all_modules()
+    check_config(cfg, check_keys)
+    return Runner.from_cfg(cfg)
 
 
 # ------------------------------------------------------------------------ mixed precision

@@ -15,7 +15,8 @@ import densebox
 from densebox.apis import DetResult, SegResult, inference, init_model, set_default_model
 from densebox.apis.infer_cli import infer_main
 from densebox.datasets.shapes import SHAPES_CLASSES, generate_shapes
-from densebox.registry import MODELS, register_all_modules
+from densebox.registry import MODELS
+from densebox.setup_env import register_all_modules
 
 register_all_modules()
 QUICKSTART = 'configs/quickstart_ssd_shapes.py'

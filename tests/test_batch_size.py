@@ -5,6 +5,7 @@ import logging
 import os.path as osp
 
 import pytest
+import torch
 from mmengine.config import Config
 
 from densebox.engine.batch_size import report_total_batch, total_batch
@@ -93,6 +94,7 @@ def test_train_logs_the_total_batch_of_the_runner(monkeypatch):
 
         def __init__(self, cfg):
             self.cfg = cfg
+            self.model = torch.nn.Conv2d(3, 3, 3)  # train_main prepares its CPU convs
 
         def train(self):
             seen['trained'] = True

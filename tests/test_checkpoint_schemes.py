@@ -214,8 +214,9 @@ def test_mobile_deeplabv3_backbone_init_from_the_hub_cache(hub, marker):
     """configs/mobile_deeplabv3_voc.py's backbone with init_cfg=torchvision://mobilenet_v2
     (what the recipe named before it moved to zoo://), applied by init_weights() (which
     training calls)."""
-    from densebox.apis.model import load_config
-    from densebox.registry import MODELS, register_all_modules
+    from densebox.config import load_config
+    from densebox.registry import MODELS
+    from densebox.setup_env import register_all_modules
     register_all_modules()
     cached = _write_crafted(hub / MOBILENET_V2_FILE, marker)
     cfg = load_config(osp.join(ROOT, 'configs', 'mobile_deeplabv3_voc.py'))

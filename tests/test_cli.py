@@ -12,8 +12,8 @@ import torch
 
 from densebox import zoo
 from densebox.cli_support import SUBCOMMANDS, command, run
-from densebox.tools_common import (REPO_ROOT, amp_plan, enable_tensorboard, load_tool_config,
-                                   resolve_config)
+from densebox.config import REPO_ROOT, resolve_config
+from densebox.tools_common import amp_plan, enable_tensorboard, load_tool_config
 from densebox.version import __version__
 from densebox.zoo.cli import README_END, README_START, markdown_table
 
@@ -86,7 +86,9 @@ def private_zoo(tmp_path, monkeypatch):
 def test_zoo_list_info_get(private_zoo, capsys):
     from mmengine.config import Config
 
-    from densebox.registry import MODELS, register_all_modules
+    from densebox.registry import MODELS
+
+    from densebox.setup_env import register_all_modules
     register_all_modules()
     torch.manual_seed(0)
     weights = private_zoo / 'tiny.pth'

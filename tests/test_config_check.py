@@ -8,7 +8,7 @@ from mmengine.config import Config
 
 from densebox.cli import train_main
 from densebox.datasets.shapes import generate_shapes
-from densebox.engine.config_check import ConfigError, check_cfg_options, check_config
+from densebox.config_check import ConfigError, check_cfg_options, check_config
 from tiny_train import ROOT, tiny_det_config
 
 SSD300_VOC = osp.join(ROOT, 'configs', 'ssd300_voc.py')

@@ -18,7 +18,8 @@ from mmengine.config import Config
 
 from densebox.converters.mmdet_ssd import (anchor_permutation, convert_mmdet_ssd,
                                            convert_mmdet_ssd_checkpoint, mmdet_ssd_anchor_sizes)
-from densebox.registry import MODELS, register_all_modules
+from densebox.registry import MODELS
+from densebox.setup_env import register_all_modules
 from densebox.zoo.manifest import MANIFEST
 
 register_all_modules()

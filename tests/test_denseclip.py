@@ -24,7 +24,8 @@ from densebox.models.backbones.clip_dense import (CLIPResNet, CLIPVisionTransfor
                                                   _block_forward, attention_pool_dense)
 from densebox.models.backbones.clip_text import tokenize_class_names
 from densebox.models.segmentors.denseclip import DenseCLIP
-from densebox.registry import MODELS, register_all_modules
+from densebox.registry import MODELS
+from densebox.setup_env import register_all_modules
 from densebox.structures import SegDataSample
 from mmengine.structures import PixelData
 
@@ -297,7 +298,7 @@ def test_pixel_text_loss_is_the_score_map_cross_entropy():
 
 
 def test_contexts_are_saved_and_restored(tmp_path):
-    from densebox.apis.model import load_weights
+    from densebox.engine.checkpoint import load_weights
     from densebox.engine.checkpoint import atomic_save_checkpoint
     model = revert_sync_batchnorm(build(tiny_denseclip_cfg()))
     _train_model(model, steps=2)

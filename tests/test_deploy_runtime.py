@@ -54,7 +54,7 @@ def test_onnx_detector_equals_inference_in_original_pixels(runtime):
     images = _images([(128, 128), (240, 180), (90, 300)])  # the pipeline resizes to 128
     ref = densebox.inference(images, model, batch_size=3)
     runner = OnnxDetector.from_model(model, runtime)
-    got = runner(images, batch_size=3)
+    got = densebox.inference(images, runner, batch_size=3)
     for g, r, image in zip(got, ref, images):
         assert_same_detections(g, r)
         assert g.image is not None and g.shape == image.shape[:2]
@@ -71,12 +71,12 @@ def test_onnx_detector_from_a_file(tmp_path, runtime):
     runner = OnnxDetector(path, QUICKSTART, runtime=runtime)
     assert runner.dataset_meta['classes'] == model.dataset_meta['classes']
     images = _images([(100, 160)], seed=1)
-    assert_same_detections(runner(images)[0], densebox.inference(images, model)[0])
+    assert_same_detections(densebox.inference(images, runner)[0], densebox.inference(images, model)[0])
     with pytest.raises(ValueError, match="densebox_task='det' graph, not one for OnnxSegmentor"):
         OnnxSegmentor(path, QUICKSTART, runtime=runtime)
     other = export_onnx(model, str(tmp_path / 'ssd160.onnx'), input_shape=(160, 160))
     with pytest.raises(ValueError, match='made a 128x128 input but the ONNX file takes 160x160'):
-        OnnxDetector(other, QUICKSTART, runtime=runtime)(images)
+        densebox.inference(images, OnnxDetector(other, QUICKSTART, runtime=runtime))
 
 
 @pytest.mark.parametrize('runtime', RUNTIMES)
@@ -85,7 +85,7 @@ def test_onnx_segmentor_equals_inference(runtime):
     images = _images([(50, 70), (64, 64)], seed=2)  # no resize: one graph per size
     ref = densebox.inference(images, model)
     runner = OnnxSegmentor.from_model(model, runtime)
-    got = runner(images)
+    got = densebox.inference(images, runner)
     assert sorted(runner._graphs) == [(50, 70), (64, 64)]
     for g, r in zip(got, ref):
         assert isinstance(g, SegResult) and g.sem_seg.shape == r.sem_seg.shape
@@ -103,7 +103,7 @@ def test_onnx_segmentor_file_needs_logits(tmp_path):
     runner = OnnxSegmentor(logits, model.cfg)
     images = _images([(50, 70)], seed=3)
     ref = densebox.inference(images, model)[0].sem_seg
-    assert (runner(images)[0].sem_seg == ref).mean() > 0.999
+    assert (densebox.inference(images, runner)[0].sem_seg == ref).mean() > 0.999
 
 
 @pytest.mark.openvino  # 'auto' times OpenVINO too

@@ -190,7 +190,8 @@ def test_one_palette_per_data_set_for_boxes_and_masks():
     from densebox.datasets.shapes_seg import ShapesSegDataset
     from densebox.datasets.voc import VOCDataset
     from densebox.datasets.voc_seg import VOCSegDataset
-    from densebox.registry import DATASETS, register_all_modules
+    from densebox.registry import DATASETS
+    from densebox.setup_env import register_all_modules
     register_all_modules()
     for det_meta, seg_meta in (
             (VOCDataset._load_metainfo(), VOCSegDataset.METAINFO),

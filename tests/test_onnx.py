@@ -12,7 +12,7 @@ import torch
 
 import densebox
 from densebox.deploy import NonMaxSuppression, export_onnx
-from densebox.registry import register_all_modules
+from densebox.setup_env import register_all_modules
 from densebox.structures import DetDataSample, SegDataSample
 
 register_all_modules()

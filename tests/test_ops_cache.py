@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from densebox.ops import _ext
-from densebox.tools_common import REPO_ROOT
+from densebox.config import REPO_ROOT
 
 PACKAGE = Path(REPO_ROOT) / 'densebox'
 

@@ -446,7 +446,8 @@ def test_tools_test_runs_reco_without_a_checkpoint(seg_world):
 
 
 def test_reference_files_record_and_check_their_settings(seg_world, tiny_clip):
-    from densebox.registry import MODELS, register_all_modules
+    from densebox.registry import MODELS
+    from densebox.setup_env import register_all_modules
     register_all_modules()
     tmp_path, clip_path = seg_world
     model = MODELS.build(_reco_cfg(tmp_path, clip_path, ['circle', 'star']))
@@ -485,7 +486,8 @@ def test_a_concept_without_retrieved_images_is_an_error(tmp_path, tiny_clip):
     with pytest.warns(UserWarning, match='skipped 1'):
         build_image_index(str(tmp_path / 'broken'), str(tmp_path / 'index'), clip, 'tiny',
                           image_size=64, num_workers=0, progress=False)
-    from densebox.registry import MODELS, register_all_modules
+    from densebox.registry import MODELS
+    from densebox.setup_env import register_all_modules
     register_all_modules()
     model = MODELS.build(_reco_cfg(tmp_path, clip_path, ['unicorn']))
     with pytest.raises(ValueError, match="concept 'background': no images retrieved"):
@@ -548,7 +550,8 @@ def test_pseudo_labels_cli_writes_the_predictions(seg_world):
 
 
 def test_output_mapping_takes_the_best_fine_class(seg_world):
-    from densebox.registry import MODELS, register_all_modules
+    from densebox.registry import MODELS
+    from densebox.setup_env import register_all_modules
     register_all_modules()
     tmp_path, clip_path = seg_world
     fine = ['circle', 'square', 'star', 'background']
@@ -634,7 +637,9 @@ def test_center_crop_makes_the_crop_the_image():
 def test_deeplabv3plus_head_and_torchvision_resnet():
     import torchvision
 
-    from densebox.registry import MODELS, register_all_modules
+    from densebox.registry import MODELS
+
+    from densebox.setup_env import register_all_modules
     from densebox.models.seg_heads.deeplabv3plus_head import SeparableConvBNAct
     register_all_modules()
     backbone = MODELS.build(dict(type='TorchvisionResNet', depth=50, out_indices=(0, 3),
@@ -708,7 +713,8 @@ def test_crf_without_pydensecrf_names_the_package(monkeypatch):
 
 def test_segmenter_with_crf(seg_world):
     pytest.importorskip('pydensecrf.densecrf', reason='the optional CRF')
-    from densebox.registry import MODELS, register_all_modules
+    from densebox.registry import MODELS
+    from densebox.setup_env import register_all_modules
     register_all_modules()
     tmp_path, clip_path = seg_world
     model = MODELS.build(dict(_reco_cfg(tmp_path, clip_path, ['background', 'circle']),

@@ -28,7 +28,7 @@ def test_captions_name_what_was_drawn():
 
 
 def test_zero_shot_quickstart_beats_the_untrained_clip(tmp_path):
-    from densebox.apis.model import load_config
+    from densebox.config import load_config
     from densebox.reco.quickstart import run_quickstart
     cfg = load_config(osp.join(ROOT, 'configs', 'quickstart_reco_shapes.py'), {
         'work_dir': str(tmp_path / 'work'),

@@ -16,8 +16,9 @@ import densebox
 from densebox.apis import DetResult, inference, init_model
 from densebox.apis.infer_cli import infer_main
 from densebox.apis.streams import is_stream, video_frames
-from densebox.registry import MODELS, register_all_modules
-from densebox.tools_common import REPO_ROOT
+from densebox.registry import MODELS
+from densebox.setup_env import register_all_modules
+from densebox.config import REPO_ROOT
 
 register_all_modules()
 QUICKSTART = osp.join(REPO_ROOT, 'configs', 'quickstart_ssd_shapes.py')

@@ -16,8 +16,9 @@ from PIL import Image
 
 from densebox.cli import test_main as run_test
 from densebox.datasets.shapes import SHAPES_CLASSES, generate_shapes
-from densebox.registry import MODELS, register_all_modules
-from densebox.tools_common import REPO_ROOT
+from densebox.registry import MODELS
+from densebox.setup_env import register_all_modules
+from densebox.config import REPO_ROOT
 
 register_all_modules()
 QUICKSTART = osp.join(REPO_ROOT, 'configs', 'quickstart_ssd_shapes.py')

@@ -15,7 +15,7 @@ from PIL import Image
 
 from densebox.cli import test_main as run_test
 from densebox.registry import MODELS
-from densebox.tools_common import REPO_ROOT
+from densebox.config import REPO_ROOT
 from densebox.visualization import draw_det, draw_seg, side_by_side
 from test_test_outputs import QUICKSTART, SEG_CONFIG, _det_options, det_ckpt, shapes  # noqa: F401
 

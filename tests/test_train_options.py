@@ -20,7 +20,7 @@ from densebox.cli import train_main
 from densebox.datasets.shapes import generate_shapes
 from densebox.engine import safe_torch_load
 from densebox.registry import HOOKS
-from densebox.tools_common import REPO_ROOT
+from densebox.config import REPO_ROOT
 from tiny_train import tiny_det_config
 
 

@@ -15,7 +15,8 @@ from densebox import zoo
 from densebox.converters.torchvision_seg import (convert_torchvision_backbone_checkpoint,
                                                  convert_torchvision_resnet)
 from densebox.engine.checkpoint import safe_torch_load
-from densebox.registry import MODELS, register_all_modules
+from densebox.registry import MODELS
+from densebox.setup_env import register_all_modules
 
 register_all_modules()
 QUICKSTART = 'configs/quickstart_ssd_shapes.py'

@@ -140,7 +140,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error('--warmup must be >= 0')
     if getattr(args, "config", None) is not None:  # found as every tool finds configs
         from densebox.test_options import model_task
-        from densebox.tools_common import load_tool_config, resolve_config
+        from densebox.config import resolve_config
+        from densebox.tools_common import load_tool_config
         args.config = resolve_config(args.config)[0]
         if model_task(load_tool_config(args.config).model) != 'det':
             parser.error(f'--config {args.config}: the inference benchmark runs torchvision\'s '

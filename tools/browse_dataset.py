@@ -61,7 +61,9 @@ def browse(config, out_dir: str, num: int = 20, phase: str = 'train', seed: int 
     import torch
     from mmengine.config import Config
 
-    from densebox.registry import DATASETS, register_all_modules
+    from densebox.registry import DATASETS
+
+    from densebox.setup_env import register_all_modules
     from densebox.visualization import save_image
     register_all_modules()
     cfg = config if isinstance(config, Config) else Config.fromfile(config)

@@ -54,8 +54,8 @@ def set_default_model(model_or_config: Union[nn.Module, str, os.PathLike, None],
 
 def _parse_env_model(value: str):
     """``CONFIG``, ``CONFIG:CHECKPOINT`` or a zoo name -> (config, checkpoint or None)."""
-    from .model import _find_repo_config
-    if _find_repo_config(value) is not None or ':' not in value:
+    from densebox.config import find_config_file
+    if find_config_file(value) is not None or ':' not in value:
         return value, None
     config, checkpoint = value.rsplit(':', 1)
     return config, (checkpoint or None)

@@ -18,8 +18,10 @@ import torch
 from mmengine.config import Config
 from torch import nn
 
-__all__ = ['init_model', 'resolve_device', 'load_config', 'dataset_meta_from_config',
-           'load_weights']
+from densebox.config import dataset_meta_from_config, load_config, resolve_config
+from densebox.engine.checkpoint import load_weights
+
+__all__ = ['init_model', 'resolve_device']
 
 
 def resolve_device(device: Union[str, torch.device, None] = 'auto') -> torch.device:
@@ -34,141 +36,6 @@ def resolve_device(device: Union[str, torch.device, None] = 'auto') -> torch.dev
         raise RuntimeError(f'device {str(device)!r} was asked for but CUDA is not available '
                            "on this machine; use device='cpu' or 'auto'")
     return device
-
-
-def _find_repo_config(path: str) -> Optional[str]:
-    """A config path as given, relative to the densebox checkout (``configs/...``) or a
-    recipe name (:func:`densebox.tools_common.find_config_file`)."""
-    from densebox.tools_common import find_config_file
-    return find_config_file(path)
-
-
-def load_config(config: Union[str, os.PathLike, Config, dict],
-                cfg_options: Optional[dict] = None) -> Config:
-    """A :class:`~mmengine.config.Config` from a file path, a Config or a plain dict.
-
-    ``cfg_options`` (``{'model.bbox_head.num_classes': 3}``) are merged in.
-    """
-    if isinstance(config, Config):
-        cfg = copy.deepcopy(config)
-    elif isinstance(config, dict):
-        cfg = Config(copy.deepcopy(config))
-    elif isinstance(config, (str, os.PathLike)):
-        path = _find_repo_config(str(config))
-        if path is None:
-            raise FileNotFoundError(f'config file {config} does not exist')
-        cfg = Config.fromfile(path)
-    else:
-        raise TypeError(f'config must be a path, a Config or a dict, got {type(config).__name__}')
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    if 'model' not in cfg:
-        raise KeyError(f'config {getattr(cfg, "filename", None) or config} has no "model" entry')
-    return cfg
-
-
-def _test_dataset_cfg(cfg: Config) -> Optional[dict]:
-    """The innermost dataset config of the test (or val) dataloader, wrappers unwrapped."""
-    for key in ('test_dataloader', 'val_dataloader'):
-        loader = cfg.get(key)
-        if loader and loader.get('dataset') is not None:
-            ds = loader['dataset']
-            while isinstance(ds, dict) and 'dataset' in ds and isinstance(ds['dataset'], dict):
-                ds = ds['dataset']  # RepeatDataset / ClassBalancedDataset wrappers
-            if isinstance(ds, dict) and 'datasets' in ds and ds['datasets']:
-                ds = ds['datasets'][0]  # ConcatDataset: its parts share the metainfo
-            return ds
-    return None
-
-
-def _num_classes(model_cfg: dict) -> Optional[int]:
-    for head in ('bbox_head', 'decode_head'):
-        if isinstance(model_cfg.get(head), dict) and 'num_classes' in model_cfg[head]:
-            return int(model_cfg[head]['num_classes'])
-    return None
-
-
-def dataset_meta_from_config(cfg: Config) -> dict:
-    """``{'classes': tuple, 'palette': list}`` of the config's test data set.
-
-    The data set class's ``METAINFO`` updated by the config's ``metainfo`` (no files are
-    read). Falls back to ``class_0`` ... names when the config names no data set.
-    """
-    from densebox.registry import DATASETS
-    from densebox.visualization import get_palette
-    meta = {}
-    ds = _test_dataset_cfg(cfg)
-    if ds is not None:
-        ds_type = ds.get('type')
-        ds_cls = DATASETS.get(ds_type) if isinstance(ds_type, str) else ds_type
-        user_meta = copy.deepcopy(ds.get('metainfo')) or None
-        if ds_cls is not None and hasattr(ds_cls, '_load_metainfo'):
-            meta = dict(ds_cls._load_metainfo(user_meta))
-        elif user_meta:
-            meta = dict(user_meta)
-    classes = tuple(meta.get('classes') or ())
-    named = cfg.model.get('output_classes') or cfg.model.get('classes')
-    if named:  # open-vocabulary models (ReCo) name what they predict
-        classes = tuple(named)
-    num_classes = _num_classes(cfg.model)
-    if not classes:
-        if num_classes is None:
-            raise KeyError('cannot tell the class names: the config names no data set with '
-                           'metainfo and the model no num_classes')
-        classes = tuple(f'class_{i}' for i in range(num_classes))
-    elif num_classes is not None and len(classes) != num_classes:
-        warnings.warn(f'the config\'s data set has {len(classes)} classes but the model '
-                      f'predicts {num_classes}; class names may be wrong')
-    meta['classes'] = classes
-    palette = meta.get('palette')
-    if palette is None or len(palette) < len(classes):
-        meta['palette'] = [tuple(int(v) for v in c) for c in get_palette(len(classes))]
-    return meta
-
-
-def _strip_prefix(state: dict, prefix: str) -> dict:
-    if state and all(k.startswith(prefix) for k in state):
-        return {k[len(prefix):]: v for k, v in state.items()}
-    return state
-
-
-def load_weights(model: nn.Module, checkpoint: Union[str, os.PathLike, dict],
-                 strict: bool = True) -> dict:
-    """Load a densebox / mmengine checkpoint (file or loaded dict) into ``model``.
-
-    Accepts ``{'state_dict': ..., 'meta': ...}`` (what training writes) or a bare state
-    dict; a ``module.`` prefix (DataParallel) is removed. Returns the checkpoint's ``meta``
-    (``{}`` when it has none). A mismatch raises a ``RuntimeError`` naming the file and the
-    first missing / unexpected keys.
-    """
-    from densebox.engine.checkpoint import safe_torch_load
-    name = str(checkpoint) if not isinstance(checkpoint, dict) else 'the checkpoint'
-    if isinstance(checkpoint, dict):
-        ckpt = checkpoint
-    else:
-        if not osp.isfile(str(checkpoint)):
-            raise FileNotFoundError(f'checkpoint {checkpoint} does not exist')
-        ckpt = safe_torch_load(str(checkpoint), map_location='cpu')
-    if not isinstance(ckpt, dict):
-        raise RuntimeError(f'{name} holds a {type(ckpt).__name__}, not a state dict')
-    state = ckpt.get('state_dict', ckpt)
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise RuntimeError(f'{name}: "state_dict" is not a mapping of names to tensors')
-    state = _strip_prefix(dict(state), 'module.')
-    result = model.load_state_dict(state, strict=False)
-    if strict and (result.missing_keys or result.unexpected_keys):
-        def head(keys):
-            return ', '.join(keys[:5]) + (f' ... ({len(keys)} in all)' if len(keys) > 5 else '')
-        parts = []
-        if result.missing_keys:
-            parts.append(f'missing keys: {head(result.missing_keys)}')
-        if result.unexpected_keys:
-            parts.append(f'unexpected keys: {head(result.unexpected_keys)}')
-        raise RuntimeError(f'{name} does not fit the model built from the config ('
-                           + '; '.join(parts) + '). Is it the checkpoint of this config, or '
-                           'one that needs a converter (densebox.converters)?')
-    meta = ckpt.get('meta') if 'state_dict' in ckpt else None
-    return dict(meta) if isinstance(meta, dict) else {}
 
 
 def init_model(config: Union[str, os.PathLike, Config, dict],
@@ -217,27 +84,17 @@ def init_model(config: Union[str, os.PathLike, Config, dict],
     from densebox.deploy.runtime import BACKENDS
     if backend not in BACKENDS:
         raise ValueError(f'init_model: backend must be one of {BACKENDS}, got {backend!r}')
-    from densebox.registry import MODELS, register_all_modules
+    from densebox.registry import MODELS
+    from densebox.setup_env import register_all_modules
     register_all_modules()
     zoo_name = None
     if isinstance(config, (str, os.PathLike)):
-        from densebox.tools_common import resolve_config
-        config, _, zoo_name = resolve_config(str(config))  # zoo names and recipe names too
-    if zoo_name is not None:
-        from densebox import zoo
-        zoo_entry = zoo.get_entry(zoo_name)
-        if zoo_entry.get('kind', 'model') != 'model':
-            raise ValueError(f'zoo entry {zoo_name!r} holds {zoo_entry["kind"]} weights, not a '
-                             'whole model; use densebox.zoo.get_checkpoint() and a config '
-                             'that initialises from it')
-        options = dict(zoo_entry.get('cfg_options') or {})
-        options.update(cfg_options or {})
-        cfg = load_config(config, options)
-        if checkpoint is None:
-            checkpoint = zoo.get_checkpoint(zoo_name, download=download,
-                                            allow_unverified=allow_unverified)
-    else:
-        cfg = load_config(config, cfg_options)
+        _, _, zoo_name = resolve_config(str(config))  # zoo names and recipe names too
+    if zoo_name is not None and checkpoint is None:  # the zoo's own converted weights
+        from densebox.zoo.hub import get_checkpoint
+        checkpoint = get_checkpoint(zoo_name, download=download,
+                                    allow_unverified=allow_unverified)
+    cfg = load_config(config, cfg_options)  # a zoo entry's overrides merged in
 
     model_cfg = copy.deepcopy(cfg.model)
     model = MODELS.build(model_cfg)

@@ -23,7 +23,8 @@ BOX_FORMATS = ('xyxy', 'xywh', 'ltwh')
 def _palette(palette, class_names: Sequence[str]) -> np.ndarray:
     """The given palette, else the one of the data set that has these class names, else a
     generated one (see :mod:`densebox.visualization.palette`)."""
-    from densebox.visualization.palette import known_palette, resolve_palette
+    from densebox.datasets.palettes import known_palette
+    from densebox.visualization.palette import resolve_palette
     if palette is None:
         palette = known_palette(class_names)
     return resolve_palette(palette, len(class_names))

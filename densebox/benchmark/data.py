@@ -115,7 +115,9 @@ def build_densebox_dataset(pipeline: str, data: dict):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
-    from densebox.registry import DATASETS, register_all_modules
+    from densebox.registry import DATASETS
+
+    from densebox.setup_env import register_all_modules
     register_all_modules()
     init_default_scope('densebox')
     config = dict(ssd300='configs/ssd300_coco.py',

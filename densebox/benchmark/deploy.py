@@ -57,7 +57,7 @@ def build_backends(backends: Sequence[str], seed: int = 0, config: Optional[str]
     each usable with :func:`densebox.inference` (``cfg`` and ``dataset_meta`` attached as
     :func:`densebox.init_model` attaches them). ``model``: another detector from
     :func:`densebox.init_model` instead of SSD300 (e.g. a small one for tests)."""
-    from densebox.apis.model import dataset_meta_from_config
+    from densebox.config import dataset_meta_from_config
     from densebox.deploy.runtime import OnnxDetector, runtime_available
     from densebox.ops import speed_up_cpu_inference
     if model is None:

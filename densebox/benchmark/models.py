@@ -49,7 +49,7 @@ def densebox_model(name: str, seed: int = 0, image_hw: Optional[Sequence[int]] =
     import warnings
 
     from densebox.apis import init_model
-    from densebox.apis.model import load_config
+    from densebox.config import load_config
     cfg = load_config(str(ROOT / _CONFIGS[name]))
     if name != 'ssdlite':
         h, w = image_hw or _DEFAULT_HW[name]

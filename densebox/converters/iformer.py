@@ -103,7 +103,8 @@ def convert_official_iformer(state_dict: Dict[str, Tensor], arch: Union[str, dic
         CheckpointMismatchError: the file is not an official checkpoint of this arch / size;
         the message names the unexpected and missing keys and the shape mismatches.
     """
-    from densebox.models.backbones.iformer import IFormer, IFormerClassifier
+    from densebox.registry import MODELS  # the target architecture, by its registered name
+    IFormer, IFormerClassifier = (MODELS.get('IFormer'), MODELS.get('IFormerClassifier'))
     if with_head:
         num_classes = state_dict['head.weight'].shape[0] if 'head.weight' in state_dict else 1000
         target = target_shapes(lambda: IFormerClassifier(arch, num_classes,

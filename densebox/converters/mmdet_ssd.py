@@ -288,7 +288,7 @@ def convert_mmdet_ssd_checkpoint(checkpoint: dict, cfg, scale_major: bool = Fals
     meta = checkpoint.get('meta') or {}
     names = meta.get('CLASSES') or (meta.get('dataset_meta') or {}).get('classes')
     if names:
-        from densebox.apis.model import dataset_meta_from_config
+        from densebox.config import dataset_meta_from_config
         expected = tuple(dataset_meta_from_config(cfg)['classes'])
         if tuple(names) != expected:
             raise ValueError(f'the checkpoint\'s classes {tuple(names)[:5]}... differ from the '

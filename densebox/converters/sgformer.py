@@ -97,7 +97,8 @@ def convert_official_sgformer(state_dict: Dict[str, Tensor], arch: Union[str, di
         CheckpointMismatchError: the file is not an official checkpoint of this arch; the
         message names the unexpected and missing keys and the shape mismatches.
     """
-    from densebox.models.backbones.sgformer import SGFormer, SGFormerClassifier
+    from densebox.registry import MODELS  # the target architecture, by its registered name
+    SGFormer, SGFormerClassifier = (MODELS.get('SGFormer'), MODELS.get('SGFormerClassifier'))
     if with_head:
         num_classes = state_dict['head.weight'].shape[0] if 'head.weight' in state_dict else 1000
         target = target_shapes(lambda: SGFormerClassifier(arch, num_classes,

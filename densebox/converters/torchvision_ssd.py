@@ -158,3 +158,9 @@ def convert_torchvision_ssd300(state_dict: Mapping[str, Tensor],
 def torchvision_label_map(category_ids: Sequence[int] = COCO_CATEGORY_IDS) -> Tensor:
     """(C,) int64: the torchvision label (COCO category id) of each densebox label."""
     return torch.tensor(category_ids, dtype=torch.long)
+
+
+def convert_torchvision_ssd300_checkpoint(checkpoint: dict, cfg=None, **kwargs):
+    """Model-zoo entry point: a loaded torchvision SSD300 file (a bare state dict or one
+    under ``state_dict``) -> :func:`convert_torchvision_ssd300`."""
+    return convert_torchvision_ssd300(checkpoint.get('state_dict', checkpoint), **kwargs)

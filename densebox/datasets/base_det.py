@@ -77,7 +77,7 @@ class BaseDetDataset(BaseDataset):
         if palette is None or len(palette) != len(classes):
             # the colours of the segmentation data set of these classes (VOC, shapes), so that
             # boxes and masks of a class look the same; else generated ones
-            from densebox.visualization.palette import known_palette
+            from .palettes import known_palette
             meta['palette'] = known_palette(classes) or make_palette(len(classes))
         else:
             meta['palette'] = [tuple(int(v) for v in color) for color in palette]

@@ -8,7 +8,7 @@
 
     from densebox.deploy import OnnxDetector
     det = OnnxDetector('ssd300.onnx', 'configs/ssd300_coco.py', runtime='onnxruntime')
-    res = det('street.jpg')                                 # a file from tools/export_onnx.py
+    res = densebox.inference('street.jpg', det)              # a file from tools/export_onnx.py
 
 What runs where: the config's test pipeline prepares each image exactly as for the eager
 model (:func:`densebox.inference` is the same code); the graph normalises, pads and runs
@@ -161,8 +161,8 @@ class OnnxModel:
         if meta.get('densebox_task', self.task) != self.task:
             raise ValueError(f'{onnx_file} holds a densebox_task={meta["densebox_task"]!r} '
                              f'graph, not one for {type(self).__name__}')
-        from densebox.apis.model import dataset_meta_from_config, load_config
-        from densebox.registry import register_all_modules
+        from densebox.config import dataset_meta_from_config, load_config
+        from densebox.setup_env import register_all_modules
         register_all_modules()
         self.cfg = load_config(config) if not _is_zoo_name(config) else _zoo_config(config)
         if dataset_meta is None:
@@ -216,11 +216,6 @@ class OnnxModel:
             for j, i in enumerate(members):
                 self._set_predictions(samples[i], outputs, j)
         return samples
-
-    def __call__(self, inputs, **kwargs):
-        """``densebox.inference(inputs, self, **kwargs)``."""
-        from densebox.apis import inference
-        return inference(inputs, self, **kwargs)
 
     def eval(self):  # what callers of an eager model may do
         return self
@@ -355,10 +350,6 @@ class AutoBackend:
             return self._choose(data)
         return self._runner.test_step(data)
 
-    def __call__(self, inputs, **kwargs):
-        from densebox.apis import inference
-        return inference(inputs, self, **kwargs)
-
     def eval(self):
         return self
 
@@ -429,16 +420,14 @@ def _temporary_folder() -> str:
 
 
 def _is_zoo_name(config) -> bool:
-    from densebox.apis.model import _find_repo_config
-    return isinstance(config, str) and _find_repo_config(config) is None \
+    from densebox.config import find_config_file
+    return isinstance(config, str) and find_config_file(config) is None \
         and not config.endswith('.py')
 
 
 def _zoo_config(name: str):
-    from densebox import zoo
-    from densebox.apis.model import load_config
-    entry = zoo.get_entry(name)
-    return load_config(entry['config'], entry.get('cfg_options'))
+    from densebox.config import load_config
+    return load_config(name)  # a zoo name: its config with the entry's overrides
 
 
 __all__ = ['RUNTIMES', 'BACKENDS', 'CompiledGraph', 'OnnxModel', 'OnnxDetector',

@@ -21,10 +21,11 @@ import re
 import secrets
 import socket
 import threading
-from typing import List, Optional
+from typing import List, Optional, Union
 
 import numpy as np
 import torch
+from torch import nn
 from mmengine.logging.history_buffer import HistoryBuffer
 
 from .torchscript_weights import is_torchscript_archive, load_torchscript_state_dict
@@ -251,17 +252,45 @@ def remove_stale_temp_files(folder: str) -> List[str]:
     return removed
 
 
-_installed = False
+def _strip_prefix(state: dict, prefix: str) -> dict:
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix):]: v for k, v in state.items()}
+    return state
 
 
-def install_safe_checkpointing() -> None:
-    """Route all of mmengine's checkpoint loading through :func:`safe_torch_load` and its
-    saving through :func:`atomic_save_checkpoint`. Idempotent."""
-    global _installed
-    if _installed:
-        return
-    from .checkpoint_schemes import install_safe_schemes
-    install_safe_schemes()
-    import mmengine.runner.runner as runner_module
-    runner_module.save_checkpoint = atomic_save_checkpoint
-    _installed = True
+def load_weights(model: nn.Module, checkpoint: Union[str, os.PathLike, dict],
+                 strict: bool = True) -> dict:
+    """Load a densebox / mmengine checkpoint (file or loaded dict) into ``model``.
+
+    Accepts ``{'state_dict': ..., 'meta': ...}`` (what training writes) or a bare state
+    dict; a ``module.`` prefix (DataParallel) is removed. Returns the checkpoint's ``meta``
+    (``{}`` when it has none). A mismatch raises a ``RuntimeError`` naming the file and the
+    first missing / unexpected keys.
+    """
+    name = str(checkpoint) if not isinstance(checkpoint, dict) else 'the checkpoint'
+    if isinstance(checkpoint, dict):
+        ckpt = checkpoint
+    else:
+        if not osp.isfile(str(checkpoint)):
+            raise FileNotFoundError(f'checkpoint {checkpoint} does not exist')
+        ckpt = safe_torch_load(str(checkpoint), map_location='cpu')
+    if not isinstance(ckpt, dict):
+        raise RuntimeError(f'{name} holds a {type(ckpt).__name__}, not a state dict')
+    state = ckpt.get('state_dict', ckpt)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise RuntimeError(f'{name}: "state_dict" is not a mapping of names to tensors')
+    state = _strip_prefix(dict(state), 'module.')
+    result = model.load_state_dict(state, strict=False)
+    if strict and (result.missing_keys or result.unexpected_keys):
+        def head(keys):
+            return ', '.join(keys[:5]) + (f' ... ({len(keys)} in all)' if len(keys) > 5 else '')
+        parts = []
+        if result.missing_keys:
+            parts.append(f'missing keys: {head(result.missing_keys)}')
+        if result.unexpected_keys:
+            parts.append(f'unexpected keys: {head(result.unexpected_keys)}')
+        raise RuntimeError(f'{name} does not fit the model built from the config ('
+                           + '; '.join(parts) + '). Is it the checkpoint of this config, or '
+                           'one that needs a converter (densebox.converters)?')
+    meta = ckpt.get('meta') if 'state_dict' in ckpt else None
+    return dict(meta) if isinstance(meta, dict) else {}

@@ -35,7 +35,7 @@ import mmengine.runner.checkpoint as mm_ckpt
 from mmengine.dist import barrier, get_dist_info
 from mmengine.logging import print_log
 
-from .checkpoint import safe_torch_load, weights_only_torch_load
+from .checkpoint import atomic_save_checkpoint, safe_torch_load, weights_only_torch_load
 
 
 def load_checkpoint(filename: str, map_location=None, logger='current'):
@@ -203,3 +203,20 @@ def install_safe_schemes() -> None:
                  'load_from_openmmlab', 'load_from_mmcls', 'load_from_pavi', 'load_from_ceph'):
         setattr(mm_ckpt, name, globals()[name])
     _hub_default_weights_only()
+
+
+_installed = False
+
+
+def install_safe_checkpointing() -> None:
+    """Route all of mmengine's checkpoint loading through
+    :func:`~densebox.engine.checkpoint.safe_torch_load` (:func:`install_safe_schemes`) and
+    the Runner's saving through :func:`~densebox.engine.checkpoint.atomic_save_checkpoint`.
+    Idempotent."""
+    global _installed
+    if _installed:
+        return
+    install_safe_schemes()
+    import mmengine.runner.runner as runner_module
+    runner_module.save_checkpoint = atomic_save_checkpoint
+    _installed = True

@@ -78,8 +78,10 @@ def refs_main(argv: Optional[List[str]] = None):
     p.add_argument('--k', type=int, default=None, help='images retrieved per class (ReCo: 50)')
     p.add_argument('--device', default='auto')
     args = p.parse_args(argv)
-    from densebox.apis.model import load_config, resolve_device
-    from densebox.registry import MODELS, register_all_modules
+    from densebox.config import load_config
+    from densebox.apis.model import resolve_device
+    from densebox.registry import MODELS
+    from densebox.setup_env import register_all_modules
     register_all_modules()
     cfg = load_config(args.config)
     model_cfg = dict(cfg.model)
@@ -132,8 +134,9 @@ def pseudo_labels_main(argv: Optional[List[str]] = None) -> int:
     from tqdm import tqdm
 
     from densebox.apis import init_model
-    from densebox.apis.model import load_config
-    from densebox.registry import DATASETS, register_all_modules
+    from densebox.config import load_config
+    from densebox.registry import DATASETS
+    from densebox.setup_env import register_all_modules
     register_all_modules()
     cfg = load_config(args.config, args.cfg_options)
     ds_cfg = dict(cfg.test_dataloader.dataset)

@@ -286,7 +286,7 @@ def run_quickstart(cfg, log=print) -> Dict[str, dict]:
     statistics, index size, mIoU and seconds per stage; also written to
     ``<work_dir>/zero_shot_summary.json``.
     """
-    from densebox.cli import _build_runner
+    from densebox.tools_common import build_runner
     from densebox.models.backbones.clip import build_clip
     from .index import build_image_index
     qs = cfg.quickstart
@@ -323,7 +323,7 @@ def run_quickstart(cfg, log=print) -> Dict[str, dict]:
             if osp.isfile(osp.join(work_dir, stale)):
                 os.remove(osp.join(work_dir, stale))
         t = time.perf_counter()
-        runner = _build_runner(_variant_cfg(cfg, work_dir, ckpt))
+        runner = build_runner(_variant_cfg(cfg, work_dir, ckpt))
         runner.model.prepare()
         times['references'] = time.perf_counter() - t
         t = time.perf_counter()

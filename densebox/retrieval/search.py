@@ -62,8 +62,7 @@ def search(store, queries, k: int = 50, metric: str = 'ip', block_rows: Optional
         raise ValueError(f'search: metric must be one of {METRICS}, got {metric!r}')
     if int(k) < 1:
         raise ValueError(f'search: k must be >= 1, got {k}')
-    from .store import EmbeddingStore
-    dim = store.dim if isinstance(store, EmbeddingStore) else np.asarray(store).shape[-1]
+    dim = store.dim if _is_store(store) else np.asarray(store).shape[-1]
     if hasattr(queries, 'detach'):
         queries = queries.detach().float().cpu().numpy()
     q = np.asarray(queries, np.float32)
@@ -88,10 +87,15 @@ def search(store, queries, k: int = 50, metric: str = 'ip', block_rows: Optional
                         np.concatenate([p[1] for p in parts]))
 
 
+def _is_store(store) -> bool:
+    """An :class:`~densebox.retrieval.store.EmbeddingStore` (anything that reads in blocks
+    with its row norms), rather than an array."""
+    return hasattr(store, 'blocks') and hasattr(store, 'norms')
+
+
 def _blocks(store, block_rows: int):
     """(start, float16/32 rows, norms or None) over the store or array."""
-    from .store import EmbeddingStore
-    if isinstance(store, EmbeddingStore):
+    if _is_store(store):
         for start, rows in store.blocks(block_rows):
             yield start, rows, lambda s=start, n=len(rows): store.norms(s, s + n)
     else:

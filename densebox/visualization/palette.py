@@ -3,13 +3,14 @@
 Datasets may ship their own palette (VOC, COCO, Cityscapes) in ``metainfo['palette']``;
 :func:`resolve_palette` prefers it and falls back to :func:`get_palette`. A detection data set
 without its own palette takes the colours of the segmentation data set with the same class
-names (:func:`known_palette`), so a class is drawn in one colour by boxes and masks.
+names (:func:`densebox.datasets.palettes.known_palette`), so a class is drawn in one colour
+by boxes and masks.
 """
 from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ['get_palette', 'resolve_palette', 'known_palette']
+__all__ = ['get_palette', 'resolve_palette']
 
 _GOLDEN = 0.618033988749895  # hue step: consecutive classes land far apart on the hue circle
 
@@ -64,36 +65,3 @@ def resolve_palette(palette: Optional[Sequence[Sequence[int]]], num_classes: int
     if arr.size and (arr.min() < 0 or arr.max() > 255):
         raise ValueError(f'palette values must be in 0..255, got {arr.min()}..{arr.max()}')
     return arr.astype(np.uint8)
-
-
-def _segmentation_palettes():
-    """(class names, RGB palette) of the segmentation data sets densebox knows."""
-    from densebox.datasets.ade20k import ADE20K_CLASSES
-    from densebox.datasets.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
-    from densebox.datasets.shapes_seg import SHAPES_SEG_CLASSES
-    from densebox.datasets.voc_seg import VOC_SEG_CLASSES, voc_colormap
-    return [
-        (VOC_SEG_CLASSES, voc_colormap(len(VOC_SEG_CLASSES))),
-        (SHAPES_SEG_CLASSES, voc_colormap(len(SHAPES_SEG_CLASSES))),
-        (CITYSCAPES_CLASSES, list(CITYSCAPES_PALETTE)),
-        (ADE20K_CLASSES, voc_colormap(len(ADE20K_CLASSES) + 1)[1:]),
-    ]
-
-
-def known_palette(class_names: Sequence[str]) -> Optional[list]:
-    """The colours of a data set densebox knows whose classes include all ``class_names``,
-    matched by name; None when no such data set exists.
-
-    This is what keeps one palette per data set across tasks: VOC detection's 20 classes
-    get the colours of VOC segmentation (whose index 0 is ``background``), the shapes
-    detector those of the shapes segmenter, so a class has one colour in box and mask
-    drawings.
-    """
-    names = [str(n) for n in class_names]
-    if not names:
-        return None
-    for known, palette in _segmentation_palettes():
-        index = {name: i for i, name in enumerate(known)}
-        if all(n in index for n in names):
-            return [tuple(int(v) for v in palette[index[n]]) for n in names]
-    return None

@@ -14,13 +14,7 @@ import tempfile
 import zipfile
 from typing import Optional
 
-__all__ = ['member_path', 'extract_member', 'extracted_member_path']
-
-
-def extracted_member_path(entry: dict) -> str:
-    """Where the member of ``entry``'s archive lives once extracted."""
-    from .hub import cache_dir
-    return osp.join(cache_dir(), 'downloads', osp.basename(entry['archive_member']))
+__all__ = ['extract_member']
 
 
 def extract_member(archive: str, member: str, dest: str) -> str:
@@ -55,19 +49,3 @@ def extract_member(archive: str, member: str, dest: str) -> str:
             if osp.exists(tmp):
                 os.remove(tmp)
     return dest
-
-
-def member_path(name: str, entry: dict, download: Optional[bool] = None,
-                allow_unverified: bool = False) -> str:
-    """Local path of the weights file inside the archive of zoo entry ``name``.
-
-    The extracted file is used when it is already in the cache; otherwise the archive is
-    found (or downloaded, when allowed) and verified by :func:`densebox.zoo.source_path`,
-    and its member extracted.
-    """
-    from .hub import source_path
-    dest = extracted_member_path(entry)
-    if osp.isfile(dest):
-        return dest
-    archive = source_path(name, download=download, allow_unverified=allow_unverified)
-    return extract_member(archive, entry['archive_member'], dest)

@@ -3,6 +3,10 @@
 A converter is called as ``fn(checkpoint, cfg, **converter_args)`` with the loaded source
 file (a dict) and the densebox Config of the entry (None for backbone weights). It returns
 a densebox state dict, or ``{'state_dict': ..., 'meta': {...}}``.
+
+Converters are named here as ``'module:function'`` and imported only when used: the zoo
+sits below the models and converters in densebox's layers (models fetch their weights
+through it), so it names them instead of importing them.
 """
 import importlib
 from typing import Callable, Dict
@@ -10,21 +14,9 @@ from typing import Callable, Dict
 __all__ = ['CONVERTERS', 'get_converter']
 
 
-def _torchvision_ssd300(checkpoint: dict, cfg=None, **kwargs):
-    from densebox.converters.torchvision_ssd import convert_torchvision_ssd300
-    return convert_torchvision_ssd300(checkpoint.get('state_dict', checkpoint), **kwargs)
-
-
 def _densebox(checkpoint: dict, cfg=None):
     """Weights already in densebox's format (e.g. densebox's own releases)."""
     return checkpoint
-
-
-def _clip_state_dict(checkpoint: dict, cfg=None):
-    """A CLIP checkpoint (OpenAI's or open_clip's) as open_clip's float32 state dict."""
-    from densebox.models.backbones.clip import clip_state_dict_from
-    return {k: v.float() if v.is_floating_point() else v
-            for k, v in clip_state_dict_from(checkpoint, 'the CLIP checkpoint').items()}
 
 
 def _torchvision_classifier_trunk(checkpoint: dict, cfg=None):
@@ -37,8 +29,8 @@ def _torchvision_classifier_trunk(checkpoint: dict, cfg=None):
 CONVERTERS: Dict[str, object] = {
     'densebox': _densebox,
     'mmdet_ssd': 'densebox.converters.mmdet_ssd:convert_mmdet_ssd_checkpoint',
-    'torchvision_ssd300': _torchvision_ssd300,
-    'clip_state_dict': _clip_state_dict,
+    'torchvision_ssd300': 'densebox.converters.torchvision_ssd:convert_torchvision_ssd300_checkpoint',
+    'clip_state_dict': 'densebox.models.backbones.clip:convert_clip_checkpoint',
     'torchvision_classifier_trunk': _torchvision_classifier_trunk,
     'denseclip_official': 'densebox.converters.denseclip:convert_denseclip_checkpoint',
     'torchvision_backbone':

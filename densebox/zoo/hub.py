@@ -201,7 +201,6 @@ def get_checkpoint(name: str, download: Optional[bool] = None, allow_unverified:
     if osp.isfile(out_path) and not force:
         return out_path
     if entry.get('archive_member'):  # weights inside a published zip
-        from .archives import member_path
         src = member_path(name, entry, download=download, allow_unverified=allow_unverified)
     else:
         src = source_path(name, download=download, allow_unverified=allow_unverified)
@@ -211,7 +210,7 @@ def get_checkpoint(name: str, download: Optional[bool] = None, allow_unverified:
 
     cfg = None
     if entry.get('config'):
-        from densebox.apis.model import load_config
+        from densebox.config import load_config
         cfg = load_config(entry['config'], entry.get('cfg_options'))
     converter = get_converter(entry['converter'])
     converted = converter(checkpoint, cfg, **(entry.get('converter_args') or {}))
@@ -232,10 +231,13 @@ def get_checkpoint(name: str, download: Optional[bool] = None, allow_unverified:
 def _check_and_describe(state: dict, cfg, extra_meta: dict, name: str) -> dict:
     """Load the converted weights into the config's model (strict) and return its
     dataset_meta, so a bad conversion never reaches the cache."""
-    from densebox.apis.model import dataset_meta_from_config, load_weights
-    from densebox.registry import MODELS, register_all_modules
-    register_all_modules()
-    model = MODELS.build(copy.deepcopy(cfg.model))
+    from densebox.config import dataset_meta_from_config
+    from densebox.engine.checkpoint import load_weights
+    from mmengine.registry import DefaultScope
+
+    from densebox.registry import MODELS  # imports densebox.models when first searched
+    with DefaultScope.overwrite_default_scope('densebox'):
+        model = MODELS.build(copy.deepcopy(cfg.model))
     try:
         load_weights(model, {'state_dict': state})
     except RuntimeError as err:
@@ -257,3 +259,24 @@ def clear_cache(name: Optional[str] = None) -> None:
     path = osp.join(cache_dir(), f'{name}.pth')
     if osp.isfile(path):
         os.remove(path)
+
+
+def extracted_member_path(entry: dict) -> str:
+    """Where the member of ``entry``'s archive lives once extracted."""
+    return osp.join(cache_dir(), 'downloads', osp.basename(entry['archive_member']))
+
+
+def member_path(name: str, entry: dict, download: Optional[bool] = None,
+                allow_unverified: bool = False) -> str:
+    """Local path of the weights file inside the archive of zoo entry ``name``.
+
+    The extracted file is used when it is already in the cache; otherwise the archive is
+    found (or downloaded, when allowed) and verified by :func:`densebox.zoo.source_path`,
+    and its member extracted.
+    """
+    dest = extracted_member_path(entry)
+    if osp.isfile(dest):
+        return dest
+    archive = source_path(name, download=download, allow_unverified=allow_unverified)
+    from .archives import extract_member
+    return extract_member(archive, entry['archive_member'], dest)

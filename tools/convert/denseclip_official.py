@@ -34,8 +34,9 @@ def check_against_config(state: dict, config: str) -> None:
     """Every key and shape of ``state`` equals those of the model ``config`` builds (built
     on the meta device: no memory, no CLIP weights needed)."""
     import torch
-    from densebox.apis.model import load_config
-    from densebox.registry import MODELS, register_all_modules
+    from densebox.config import load_config
+    from densebox.registry import MODELS
+    from densebox.setup_env import register_all_modules
     register_all_modules()
     cfg = load_config(config)
     with torch.device('meta'):

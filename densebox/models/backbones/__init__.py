@@ -7,8 +7,6 @@ from .sgformer import SGFormer, SGFormerClassifier
 from .torchvision_resnet import TorchvisionResNet
 from .vgg_ssd import SSDVGG
 
-import densebox.zoo  # noqa: F401,E402  registers zoo://NAME, the recipes' starting points
-
 __all__ = ['CLIPResNet', 'CLIPTextContextEncoder', 'CLIPVisionTransformer', 'FFNetResNet',
            'IFormer', 'IFormerClassifier', 'MobileNetV2', 'SGFormer', 'SGFormerClassifier',
            'SSDVGG', 'TorchvisionResNet']

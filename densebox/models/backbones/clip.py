@@ -24,8 +24,8 @@ from typing import Dict, Optional
 
 import torch
 
-__all__ = ['build_clip', 'clip_state_dict_from', 'clip_tokenizer', 'load_clip_state_dict',
-           'resolve_clip_weights']
+__all__ = ['build_clip', 'clip_state_dict_from', 'clip_tokenizer', 'convert_clip_checkpoint',
+           'load_clip_state_dict', 'resolve_clip_weights']
 
 # Entries some published state dicts carry that are not weights of open_clip's CLIP
 # (OpenAI's archives hold its sizes; attn_mask is a non-persistent buffer in open_clip).
@@ -152,3 +152,9 @@ def clip_tokenizer(model_name: Optional[str] = None, context_length: Optional[in
         return open_clip.SimpleTokenizer(context_length=context_length or 77)
     return open_clip.get_tokenizer(model_name, context_length=context_length)
 
+
+def convert_clip_checkpoint(checkpoint: dict, cfg=None) -> Dict[str, torch.Tensor]:
+    """Model-zoo entry point: a loaded CLIP checkpoint (OpenAI's or open_clip's) ->
+    open_clip's state dict in float32."""
+    return {k: v.float() if v.is_floating_point() else v
+            for k, v in clip_state_dict_from(checkpoint, 'the CLIP checkpoint').items()}

@@ -97,9 +97,9 @@ def load_pretrained_backbone(module: nn.Module, init_cfg: dict,
     scratch = ('To train from scratch on purpose, set the backbone\'s init_cfg=None '
                '(--cfg-options model.backbone.init_cfg=None).')
     if checkpoint_path.startswith('zoo://'):
-        from densebox import zoo
+        from densebox.zoo.hub import get_checkpoint
         try:
-            checkpoint_path = zoo.get_checkpoint(
+            checkpoint_path = get_checkpoint(
                 checkpoint_path[len('zoo://'):], download=init_cfg.get('download'),
                 allow_unverified=init_cfg.get('allow_unverified', False))
         except (FileNotFoundError, RuntimeError) as err:

@@ -39,8 +39,7 @@ __all__ = ['DenseCLIP']
 def _class_names(class_names: Union[str, Sequence[str]]) -> Tuple[str, ...]:
     """A sequence of names, or the name of a registered data set whose classes to use."""
     if isinstance(class_names, str):
-        import densebox.datasets  # noqa: F401  (registers the data sets)
-        dataset = DATASETS.get(class_names)
+        dataset = DATASETS.get(class_names)  # the registry imports densebox.datasets
         if dataset is None or 'classes' not in getattr(dataset, 'METAINFO', {}):
             raise KeyError(f'DenseCLIP: class_names={class_names!r} is neither a list of names '
                            'nor a registered data set with METAINFO classes')

@@ -227,8 +227,10 @@ def check_config(cfg: Config, keys: Optional[Iterable[str]] = None) -> None:
     Raises:
         ConfigError: naming the key path, with close matches.
     """
-    from densebox.registry import register_all_modules
-    register_all_modules(init_default_scope=False)
+    from densebox import registry
+    for name in dir(registry):  # every densebox class registered (mmengine imports them)
+        if isinstance(getattr(registry, name), registry.Registry):
+            getattr(registry, name).import_from_location()
     keys = None if keys is None else set(keys)
     for path, node, registry in _slots(cfg):
         if keys is not None and path.split('.')[0] not in keys:
