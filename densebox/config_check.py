@@ -26,7 +26,7 @@ RUNNER_KEYS = frozenset({
     'find_unused_parameters', 'sync_bn', 'compile', 'activation_checkpointing',
     'efficient_conv_bn_eval', 'gpu_ids', 'custom_imports', 'strategy', 'vis_backends',
     # read by densebox's tools rather than the Runner
-    'tta_model', 'tta_pipeline', 'paper_model_size'})
+    'tta_model', 'tta_pipeline', 'paper_model_size', 'quickstart'})
 
 
 class ConfigError(ValueError):

@@ -33,22 +33,22 @@ def test_zero_shot_quickstart_beats_the_untrained_clip(tmp_path):
     cfg = load_config(osp.join(ROOT, 'configs', 'quickstart_reco_shapes.py'), {
         'work_dir': str(tmp_path / 'work'),
         'test_dataloader.dataset.data_root': str(tmp_path / 'data'),
-        'quickstart.data.img_size': 64,
-        'model.clip.model_cfg.vision_cfg.image_size': 64,
-        'model.retrieval.image_size': 64,
         'model.retrieval.k': 10,
         'quickstart.num_captioned': 600,
         'quickstart.num_index': 120,
         'quickstart.num_val': 16,
-        'quickstart.train.iters': 60,
+        'quickstart.train.iters': 150,
         'quickstart.train.batch_size': 32,
         'quickstart.train.lr': 3e-3,
         'quickstart.train.colour_prob': 0.5,
         'quickstart.train.log_interval': 30,
     })
+    # At the config's 128 px (a stride-16 map of 8 x 8) and 150 steps the trained CLIP scored
+    # mIoU 14.2 / 7.4 / 11.6 with train seeds 0 / 1 / 2 against 0.2 to 1.0 untrained; at 64 px
+    # (4 x 4 maps) the margin was within noise.
     summary = run_quickstart(cfg, log=lambda *a: None)
     trained, untrained = (summary[k]['metrics']['mIoU'] for k in ('trained', 'untrained'))
-    assert summary['trained']['train']['iters'] == 60
+    assert summary['trained']['train']['iters'] == 150
     assert summary['untrained']['train']['iters'] == 0
     assert trained > untrained + 5, (trained, untrained)
     on_disk = json.load(open(tmp_path / 'work' / 'zero_shot_summary.json'))
