@@ -9,6 +9,7 @@
   registered, and its arguments must be ones it accepts. mmengine builds some of them late:
   the test data set and evaluator only after training, CheckpointHook's extra arguments at
   its first save.
+- :func:`check_num_classes`: every head's ``num_classes`` equals its data sets' class count.
 """
 import difflib
 import inspect
@@ -256,3 +257,68 @@ def check_config(cfg: Config, keys: Optional[Iterable[str]] = None) -> None:
                 f'{path}.{key}: {name} has no argument {key!r}'
                 + (f'; did you mean {" or ".join(map(repr, close))}?' if close else '')
                 + f' Its arguments: {", ".join(sorted(a for a in accepted if a != "runner"))}.')
+    check_num_classes(cfg, keys)
+
+
+# ----------------------------------------------------------------- class counts
+_HEADS = ('bbox_head', 'decode_head', 'auxiliary_head')
+
+
+def _head_class_counts(model) -> Iterator[Tuple[str, int]]:
+    """(key path, num_classes) of every head of a model config."""
+    if not isinstance(model, dict):
+        return
+    for key in _HEADS:
+        heads = model.get(key)
+        for i, head in enumerate(heads if isinstance(heads, (list, tuple)) else [heads]):
+            if isinstance(head, dict) and isinstance(head.get('num_classes'), int):
+                path = f'model.{key}' + (f'.{i}' if isinstance(heads, (list, tuple)) else '')
+                yield path, head['num_classes']
+
+
+def _dataset_classes(node) -> Optional[Tuple[int, str]]:
+    """(number of classes, where the list is set) of a data set config; wrappers
+    (``dataset=``, ``datasets=[...]``) answer with what they wrap. None when unknown."""
+    if not isinstance(node, dict):
+        return None
+    meta = node.get('metainfo')
+    if isinstance(meta, dict) and meta.get('classes') is not None:
+        return len(meta['classes']), 'its metainfo.classes'
+    if isinstance(node.get('dataset'), dict):
+        return _dataset_classes(node['dataset'])
+    if node.get('datasets'):
+        return _dataset_classes(node['datasets'][0])
+    kind = node.get('type')
+    obj = _registries().DATASETS.get(kind) if isinstance(kind, str) else kind
+    classes = (getattr(obj, 'METAINFO', None) or {}).get('classes')
+    if classes is None:
+        return None
+    return len(classes), f'{getattr(obj, "__name__", kind)}.METAINFO'
+
+
+def check_num_classes(cfg, keys: Optional[Iterable[str]] = None) -> None:
+    """Every head's ``num_classes`` must equal the class count of every data set it is
+    trained or evaluated on (a head of 20 classes on 80-class COCO trains on wrong labels or
+    fails deep inside the loss).
+
+    Raises:
+        ConfigError: naming the head's key, the data set's key and both counts.
+    """
+    if isinstance(cfg, Config):
+        cfg = cfg.to_dict()
+    heads = list(_head_class_counts(cfg.get('model')))
+    for split in ('train', 'val', 'test'):
+        key = f'{split}_dataloader'
+        if keys is not None and key not in keys:
+            continue
+        loader = cfg.get(key)
+        found = _dataset_classes(loader.get('dataset')) if isinstance(loader, dict) else None
+        if found is None:
+            continue
+        count, source = found
+        for path, num_classes in heads:
+            if num_classes != count:
+                raise ConfigError(
+                    f'{path}.num_classes is {num_classes}, but {key}.dataset has {count} '
+                    f'classes ({source}). Set {path}.num_classes={count}, or the data '
+                    'set\'s metainfo=dict(classes=(...)) to the classes the head predicts.')

@@ -174,3 +174,14 @@ def test_cli_parses_every_mode():
         cli.parse_args(['deploy', '--backends', 'tensorrt'])
     with pytest.raises(SystemExit):
         cli.parse_args(['train', '--iters', '0'])
+
+
+def test_retrieval_mode_through_the_cli_writes_its_json(tmp_path):
+    """The tool passes its arguments to the library by name (a positional log once landed in
+    ``isolate`` and the JSON could not be written)."""
+    out = tmp_path / 'retrieval.json'
+    results = _cli().main(['retrieval', '--sizes', '1500', '--dim', '8', '--k', '5',
+                           '--single-queries', '2', '--batch-queries', '3', '--out', str(out)])
+    on_disk = json.loads(out.read_text())
+    assert on_disk['settings']['isolated'] is True and on_disk['identical'] == {'1500': True}
+    assert [r['impl'] for r in results['results']] == ['densebox', 'faiss']

@@ -224,3 +224,25 @@ def test_tensorboard_switch_writes_event_files(tmp_path):
     acc.Reload()
     assert [round(e.value, 4) for e in acc.Scalars('loss')] == [1.0, 0.5, 0.3333]
     assert 'coco/bbox_mAP' in acc.Tags()['scalars']
+
+
+def test_every_tool_script_imports_densebox_from_its_own_checkout():
+    """A tools/ script run from a second checkout (or with another densebox installed) must
+    use the densebox beside it: each puts its checkout first on sys.path before importing
+    densebox at module level."""
+    import ast
+    from pathlib import Path
+    tools = Path(REPO_ROOT) / 'tools'
+    scripts = [p for p in tools.rglob('*.py') if 'densebox' in p.read_text()
+               and re.search(r'^\s*(from|import) densebox', p.read_text(), re.M)]
+    assert len(scripts) >= 10
+    for path in scripts:
+        depth = len(path.relative_to(REPO_ROOT).parts) - 1
+        tree = ast.parse(path.read_text())
+        inserts = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Call)
+                   and ast.unparse(n.func) == 'sys.path.insert'
+                   and f'parents[{depth}]' in ast.unparse(n)]
+        first_import = min((n.lineno for n in ast.walk(tree)
+                            if isinstance(n, (ast.Import, ast.ImportFrom))
+                            and 'densebox' in ast.unparse(n)), default=None)
+        assert inserts and first_import is not None and inserts[0] < first_import, path

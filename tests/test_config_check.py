@@ -80,3 +80,30 @@ def test_a_bad_test_evaluator_stops_training_before_it_starts(tmp_path):
 def test_cli_rejects_an_unknown_cfg_option(tmp_path):
     with pytest.raises(ConfigError, match='train_cfg.max_epochs'):
         train_main([SSD300_VOC, '--work-dir', str(tmp_path), '--cfg-options', 'max_epochs=1'])
+
+
+def test_a_head_for_other_classes_than_the_data_is_named():
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'ssd300_coco.py'))
+    cfg.merge_from_dict({'model.bbox_head.num_classes': 20})   # VOC's head on COCO
+    with pytest.raises(ConfigError, match=r'model\.bbox_head\.num_classes is 20, but '
+                       r'train_dataloader\.dataset has 80 classes \(CocoDetDataset\.METAINFO\)'
+                       r'\. Set model\.bbox_head\.num_classes=80'):
+        check_config(cfg)
+    quickstart = Config.fromfile(QUICKSTART)                    # classes set in metainfo
+    quickstart.merge_from_dict({'test_dataloader.dataset.metainfo.classes': ('a', 'b')})
+    with pytest.raises(ConfigError, match=r'test_dataloader\.dataset has 2 classes \(its '
+                       r'metainfo\.classes\)'):
+        check_config(quickstart)
+    check_config(quickstart, keys=['train_dataloader', 'model'])  # only what was asked
+
+
+def test_wrapped_and_segmentation_data_sets_are_counted():
+    from densebox.config_check import check_num_classes
+    seg = dict(model=dict(decode_head=dict(num_classes=21),
+                          auxiliary_head=[dict(num_classes=21), dict(num_classes=19)]),
+               train_dataloader=dict(dataset=dict(type='RepeatDataset', times=2, dataset=dict(
+                   type='ConcatDataset', datasets=[dict(type='VOCSegDataset')]))))
+    with pytest.raises(ConfigError, match=r'model\.auxiliary_head\.1\.num_classes is 19'):
+        check_num_classes(seg)
+    seg['model']['auxiliary_head'][1]['num_classes'] = 21
+    check_num_classes(seg)

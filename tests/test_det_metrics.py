@@ -12,7 +12,8 @@ from mmengine.structures import InstanceData
 from torchvision.ops import box_iou
 
 from densebox.evaluation import CocoMetric, VOCMetric
-from densebox.evaluation.functional import bbox_overlaps_np, eval_voc, voc_ap
+from densebox.evaluation.functional import eval_voc, voc_ap
+from densebox.ops import box_iou_np
 from densebox.registry import METRICS
 from densebox.structures import DetDataSample
 
@@ -168,18 +169,19 @@ def ref_voc_map(images, thr, mode, legacy=True):
 
 
 # ---------------------------------------------------------------- VOC tests
-def test_bbox_overlaps_matches_torchvision():
+def test_box_iou_np_matches_torchvision():
     rng = np.random.default_rng(3)
     a, b = _random_boxes(rng, 7), _random_boxes(rng, 5)
     ref = box_iou(torch.from_numpy(a).double(), torch.from_numpy(b).double()).numpy()
-    np.testing.assert_allclose(bbox_overlaps_np(a, b), ref, rtol=1e-10)
+    np.testing.assert_allclose(box_iou_np(a, b), ref, rtol=1e-10)
     # inclusive pixels == continuous IoU of boxes grown by one pixel at the far corner
     grow = np.array([0, 0, 1, 1], np.float32)
     ref_legacy = box_iou(torch.from_numpy(a + grow).double(),
                          torch.from_numpy(b + grow).double()).numpy()
-    np.testing.assert_allclose(bbox_overlaps_np(a, b, legacy_coordinate=True), ref_legacy,
+    np.testing.assert_allclose(box_iou_np(a, b, offset=1), ref_legacy,
                                rtol=1e-10)
-    assert bbox_overlaps_np(a, np.zeros((0, 4))).shape == (7, 0)
+    assert box_iou_np(a, np.zeros((0, 4))).shape == (7, 0)
+    assert box_iou_np(np.zeros((1, 4)), np.zeros((1, 4)))[0, 0] == 0  # no 0 / 0
 
 
 @pytest.mark.parametrize('mode', ['11points', 'area'])

@@ -345,6 +345,25 @@ def test_box_iou_matches_torchvision():
     assert torch.allclose(torch.diagonal(ops.box_iou(a, a)), torch.ones(50))
 
 
+def test_box_iou_leading_dims_offset_and_eps():
+    a, b = make_boxes(12, seed=12), make_boxes(9, seed=13)
+    batched = ops.box_iou(torch.stack([a, a.flip(0)]), torch.stack([b, b]))      # (2, 12, 9)
+    assert batched.shape == (2, 12, 9)
+    assert torch.equal(batched[0], ops.box_iou(a, b))
+    assert torch.equal(batched[1], ops.box_iou(a.flip(0), b))
+    assert ops.box_iou(a[None], b).shape == (1, 12, 9)                          # broadcast
+    # offset=1 (inclusive pixels) is continuous IoU of boxes one pixel larger
+    grow = torch.tensor([0., 0., 1., 1.])
+    assert torch.allclose(ops.box_iou(a, b, offset=1), torchvision.ops.box_iou(a + grow, b + grow))
+    zero = torch.zeros(1, 4)
+    assert ops.box_iou(zero, zero).isnan().all()                    # torchvision's 0 / 0
+    assert ops.box_iou(zero, zero, eps=1e-9).eq(0).all()
+    inverted = torch.tensor([[10., 10., 0., 0.]])                   # negative sides: area 0
+    assert ops.box_iou(inverted, a, eps=1e-9).eq(0).all()
+    with pytest.raises(ValueError, match=r'boxes1 must be \(\.\.\., N, 4\)'):
+        ops.box_iou(torch.zeros(4), a)
+
+
 # ----------------------------------------------------------------------------- roi_align
 
 def make_rois(k, batch, size, seed=0, dtype=torch.float32):

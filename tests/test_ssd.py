@@ -16,7 +16,8 @@ from densebox.models.det_heads.ssd_head import scale_factor_tensor
 import densebox.models  # noqa: F401  (registers the model parts)
 from mmengine.registry import init_default_scope
 from densebox.registry import MODELS
-from densebox.structures import DetDataSample, bbox_iou
+from densebox.ops import box_iou
+from densebox.structures import DetDataSample
 
 init_default_scope('densebox')
 
@@ -87,7 +88,7 @@ def test_matcher_every_gt_gets_its_best_prior():
                        [[30., 40, 90, 100], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]])
     valid = torch.tensor([[True, True, True, False], [True, False, False, False]])
     matched, _ = SSDMatcher(0.5, 0.5)(anchors, gt, valid)
-    iou = bbox_iou(gt, anchors[None].expand(2, -1, -1))
+    iou = box_iou(gt, anchors[None].expand(2, -1, -1))
     for b in range(2):
         for g in range(int(valid[b].sum())):
             assert matched[b, iou[b, g].argmax()] == g
@@ -137,7 +138,7 @@ def test_matcher_gives_two_boxes_sharing_a_best_prior_one_prior_each():
     anchors = torch.tensor([[0., 0, 8, 8], [20, 20, 28, 28], [0, 0, 16, 16], [40, 40, 48, 48]])
     gt = torch.tensor([[[0., 0, 6, 6], [2, 2, 7, 7], [0, 0, 0, 0]]])
     valid = torch.tensor([[True, True, False]])
-    iou = bbox_iou(gt, anchors[None])[0]
+    iou = box_iou(gt, anchors[None])[0]
     assert iou[:2].argmax(1).tolist() == [0, 0] and iou[1, 0] < 0.5 and iou[1, 2] < 0.5
     matched, max_iou = SSDMatcher(0.5, 0.5)(anchors, gt, valid)
     assert matched[0].tolist() == [0, -1, 1, -1]
@@ -165,7 +166,7 @@ def test_matcher_equals_caffe_match_bbox_loop(seed):
     valid[1, 12:] = False
     valid[2, 8:] = False
     matched, _ = SSDMatcher(0.5, 0.5)(anchors, gt, valid)
-    iou = bbox_iou(gt, anchors[None].expand(batch, -1, -1))
+    iou = box_iou(gt, anchors[None].expand(batch, -1, -1))
     shared = 0
     for b in range(batch):
         n = int(valid[b].sum())
@@ -388,7 +389,7 @@ def _torchvision_style_match(anchors, gt, pos_thr, neg_thr):
     matched = torch.full((len(anchors),), -1, dtype=torch.long)
     if len(gt) == 0:
         return matched
-    iou = bbox_iou(gt, anchors)                                   # (G, A)
+    iou = box_iou(gt, anchors)                                   # (G, A)
     best_iou, best_gt = iou.max(0)
     for g, a in enumerate(iou.argmax(1).tolist()):
         best_gt[a], best_iou[a] = g, 2.0
@@ -414,7 +415,7 @@ def test_matcher_without_bipartite_step_is_torchvisions(pos_thr, neg_thr):
     for b, n in enumerate(counts):
         assert torch.equal(matched[b], _torchvision_style_match(anchors, gt[b, :n], pos_thr,
                                                                 neg_thr))
-    shared = bbox_iou(gt[2, 4:5], anchors).argmax()
+    shared = box_iou(gt[2, 4:5], anchors).argmax()
     assert matched[2, shared] == 5  # the shared best prior went to the later box
     # no data-dependent shapes (nothing a GPU would wait for): runs on meta tensors
     meta, _ = matcher(anchors.to('meta'), gt.to('meta'), valid.to('meta'))

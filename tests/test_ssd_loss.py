@@ -14,7 +14,7 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD
 
 from densebox.models.det_heads import SSDHead, SSDMatcher
-from densebox.structures import bbox_iou
+from densebox.ops import box_iou
 from test_ssd import _caffe_match
 
 NUM_CLASSES = 4  # object classes; the logits have one more, background first
@@ -173,7 +173,7 @@ def test_matcher_ignore_band_and_the_loss_skip_the_priors_between_thresholds():
     anchors = _anchors(head)
     gt_boxes, gt_labels, gt_valid = _ground_truth([4, 2, 6], seed=3)
     matched, _ = head.matcher(anchors, gt_boxes, gt_valid)
-    iou = bbox_iou(gt_boxes, anchors[None].expand(3, -1, -1))
+    iou = box_iou(gt_boxes, anchors[None].expand(3, -1, -1))
     for b in range(3):
         expected = _plain_match(iou[b], gt_valid[b], 0.5, 0.3)
         torch.testing.assert_close(matched[b], expected, rtol=0, atol=0)

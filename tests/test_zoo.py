@@ -4,6 +4,7 @@ checkpoints made in tmp_path."""
 import hashlib
 import os
 import os.path as osp
+import shutil
 
 import pytest
 import torch
@@ -164,6 +165,17 @@ def test_download_argument_and_checksum_mismatch(det_source):
     assert osp.isfile(zoo.get_checkpoint('tiny_det', download=True))
 
 
+def test_a_mismatching_file_put_in_the_cache_by_hand_is_kept(det_source):
+    path, _ = det_source
+    _register_det('file://' + path, '0' * 64)
+    by_hand = osp.join(zoo.cache_dir(), 'downloads', 'tiny_det.pth')
+    os.makedirs(osp.dirname(by_hand), exist_ok=True)
+    shutil.copy(path, by_hand)
+    with pytest.raises(zoo.ChecksumError, match='Delete it'):
+        zoo.get_checkpoint('tiny_det')
+    assert osp.isfile(by_hand)  # reported, never deleted: it is the user's file
+
+
 def test_unverified_downloads_are_refused_unless_allowed(det_source, capsys):
     path, _ = det_source
     digest = _sha256(path)
@@ -176,8 +188,9 @@ def test_unverified_downloads_are_refused_unless_allowed(det_source, capsys):
     zoo.clear_cache()
     _register_det('file://' + path, None, sha256_prefix='ffffffff' if digest[:8] != 'ffffffff'
                   else '00000000')
-    with pytest.raises(zoo.ChecksumError, match='does not start with'):
+    with pytest.raises(zoo.ChecksumError, match='does not match the zoo entry'):
         zoo.get_checkpoint('tiny_det', download=True, allow_unverified=True)
+    assert _cache_files() == []  # checked before the rename: nothing reached the cache
 
 
 def test_bad_conversions_never_reach_the_cache(det_source, monkeypatch):

@@ -19,7 +19,10 @@ and prints both side by side.
 """
 import argparse
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, from any folder
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

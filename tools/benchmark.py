@@ -215,7 +215,7 @@ def run(args) -> tuple:
     from densebox.benchmark.retrieval import format_retrieval_table, run_retrieval_benchmark
     out = run_retrieval_benchmark(args.sizes, args.dim, args.k, args.single_queries,
                                   args.batch_queries, args.threads, args.seed, args.chunk_rows,
-                                  args.workdir, args.impls, log)
+                                  args.workdir, args.impls, log=log)
     return out, format_retrieval_table(out['results'])
 
 

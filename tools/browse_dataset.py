@@ -11,7 +11,11 @@ blended in for segmentation. Files are named ``<index>_<image name>.png``.
 import argparse
 import os
 import os.path as osp
+import sys
+from pathlib import Path
 from typing import List, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, from any folder
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

@@ -10,6 +10,10 @@ densebox/deploy/onnx.py. ``--check`` runs the file in onnxruntime on a random ba
 compares it with PyTorch.
 """
 import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, from any folder
 
 
 def parse_args(argv=None):

@@ -139,8 +139,9 @@ class TorchvisionTrainStep(_Step):
             images.append(image.permute(2, 0, 1).float().div_(255))
             targets.append(dict(boxes=torch.from_numpy(item['boxes']).to(self.device),
                                 labels=cat_ids[torch.from_numpy(item['labels'])].to(self.device)))
-        if self.channels_last:
-            images = [i.contiguous(memory_format=torch.channels_last) for i in images]
+        # channels_last: only the weights (set in __init__). torchvision takes (3, H, W)
+        # images, which have no channels-last format, and batches them into a new contiguous
+        # tensor; a conv with channels-last weights then computes and returns channels-last.
         return self.model(images, targets)
 
 

@@ -39,8 +39,8 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 
 from densebox.registry import METRICS
-from .functional import (bbox_overlaps_np, match_image, read_instances, sample_to_dict,
-                         voc_ap)
+from densebox.ops import box_iou_np
+from .functional import match_image, read_instances, sample_to_dict, voc_ap
 from .iou_metric import confusion_histogram
 
 __all__ = ['det_pr_curves', 'det_confusion_matrix', 'seg_pr_histograms', 'seg_pr_curves',
@@ -119,7 +119,7 @@ def det_confusion_matrix(dets: Sequence[dict], gts: Sequence[dict], num_classes:
         g_labels = np.asarray(gt['labels'], np.int64).reshape(-1)
         ignored = np.asarray(gt.get('difficult', np.zeros(g_labels.shape, bool)), bool)
         g_boxes = np.asarray(gt['bboxes'], np.float64).reshape(-1, 4)
-        ious = bbox_overlaps_np(d_boxes, g_boxes)  # (K, N)
+        ious = box_iou_np(d_boxes, g_boxes)  # (K, N)
         taken = np.zeros(len(g_labels), bool)
         for i in np.argsort(-d_scores, kind='stable'):  # greedy by score: inherently serial
             free = np.where(~taken & ~ignored & (ious[i] >= iou_thr), ious[i], -1.0)

@@ -28,33 +28,10 @@ from typing import Any, Dict, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ['bbox_overlaps_np', 'voc_ap', 'match_image', 'eval_voc', 'format_table',
+from densebox.ops import box_iou_np
+
+__all__ = ['voc_ap', 'match_image', 'eval_voc', 'format_table',
            'to_numpy', 'sample_to_dict', 'read_instances']
-
-
-def bbox_overlaps_np(bboxes1: np.ndarray, bboxes2: np.ndarray,
-                     legacy_coordinate: bool = False) -> np.ndarray:
-    """Pairwise IoU of xyxy boxes.
-
-    Args:
-        bboxes1: (N, 4) xyxy.
-        bboxes2: (M, 4) xyxy.
-        legacy_coordinate: add 1 to widths and heights (inclusive pixel boxes, VOC devkit).
-
-    Returns:
-        (N, M) float64 IoU. Empty inputs give an (N, M) array with a zero dimension.
-    """
-    b1 = np.asarray(bboxes1, dtype=np.float64).reshape(-1, 4)
-    b2 = np.asarray(bboxes2, dtype=np.float64).reshape(-1, 4)
-    extra = 1.0 if legacy_coordinate else 0.0
-    area1 = (b1[:, 2] - b1[:, 0] + extra).clip(min=0) * (b1[:, 3] - b1[:, 1] + extra).clip(min=0)
-    area2 = (b2[:, 2] - b2[:, 0] + extra).clip(min=0) * (b2[:, 3] - b2[:, 1] + extra).clip(min=0)
-    top_left = np.maximum(b1[:, None, :2], b2[None, :, :2])
-    bottom_right = np.minimum(b1[:, None, 2:], b2[None, :, 2:])
-    wh = (bottom_right - top_left + extra).clip(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area1[:, None] + area2[None, :] - inter
-    return inter / np.maximum(union, np.finfo(np.float64).eps)
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray, mode: str = 'area') -> float:
@@ -120,7 +97,7 @@ def match_image(det_bboxes: np.ndarray, det_scores: np.ndarray, det_labels: np.n
         fp = np.ones((thrs.shape[0], num_dets), dtype=bool)
         return np.zeros_like(fp), fp
 
-    ious = bbox_overlaps_np(det_bboxes, gt_bboxes, legacy_coordinate)  # (K, N)
+    ious = box_iou_np(det_bboxes, gt_bboxes, 1.0 if legacy_coordinate else 0.0)  # (K, N)
     same_class = det_labels[:, None] == gt_labels[None, :]
     ious = np.where(same_class, ious, -1.0)
     best_gt = ious.argmax(axis=1)  # (K,) first index on ties, as MATLAB's max

@@ -8,7 +8,7 @@ fails (one warning says so). ``DENSEBOX_OPS=ext|torchvision`` forces a backend;
 :func:`backend` tells which one serves a device.
 """
 from ._ext import ExtensionBuildError, backend
-from .boxes import box_iou
+from .boxes import box_iou, box_iou_np
 from .conv import autotune_cpu_convs, speed_up_cpu_training
 from .nms import batched_nms, nms, segmented_nms
 from .pool import speed_up_cpu_max_pools
@@ -22,6 +22,6 @@ def speed_up_cpu_inference(model) -> dict:
     and the state dict are untouched. Returns ``{'convs': n, 'max_pools': m}`` changed."""
     return dict(convs=autotune_cpu_convs(model), max_pools=speed_up_cpu_max_pools(model))
 
-__all__ = ['nms', 'batched_nms', 'segmented_nms', 'box_iou', 'roi_align', 'RoIAlign', 'boxes_to_rois',
+__all__ = ['nms', 'batched_nms', 'segmented_nms', 'box_iou', 'box_iou_np', 'roi_align', 'RoIAlign', 'boxes_to_rois',
            'backend', 'ExtensionBuildError', 'autotune_cpu_convs', 'speed_up_cpu_max_pools',
            'speed_up_cpu_inference', 'speed_up_cpu_training']

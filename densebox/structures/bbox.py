@@ -8,25 +8,6 @@ def bbox_area(boxes: Tensor) -> Tensor:
     return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
 
 
-def bbox_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-9) -> Tensor:
-    """Pairwise IoU.
-
-    Args:
-        boxes1: (..., N, 4) xyxy.
-        boxes2: (..., M, 4) xyxy.
-    Returns:
-        (..., N, M) IoU.
-    """
-    area1 = bbox_area(boxes1)
-    area2 = bbox_area(boxes2)
-    top_left = torch.maximum(boxes1[..., :, None, :2], boxes2[..., None, :, :2])
-    bottom_right = torch.minimum(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])
-    wh = (bottom_right - top_left).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area1[..., :, None] + area2[..., None, :] - inter
-    return inter / union.clamp(min=eps)
-
-
 def bbox_clip(boxes: Tensor, height: float, width: float) -> Tensor:
     """Clip (..., 4) xyxy boxes to an image of ``height`` x ``width``."""
     x = boxes[..., 0::2].clamp(0, width)

@@ -18,10 +18,10 @@ import hashlib
 import os
 import os.path as osp
 import shutil
-import tempfile
 import urllib.parse
-import urllib.request
 from typing import List, Optional
+
+import torch
 
 from .manifest import MANIFEST
 
@@ -111,32 +111,6 @@ def _verify(path: str, entry: dict, name: str, allow_unverified: bool) -> str:
     return digest
 
 
-def _download(url: str, dest: str) -> None:
-    """Stream ``url`` into ``dest`` through a temporary file in the same folder."""
-    os.makedirs(osp.dirname(dest), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.download_', dir=osp.dirname(dest))
-    try:
-        request = urllib.request.Request(url, headers={'User-Agent': 'densebox'})
-        with urllib.request.urlopen(request, timeout=60) as response, os.fdopen(fd, 'wb') as out:
-            total = response.headers.get('Content-Length') if hasattr(response, 'headers') else None
-            bar = None
-            if total and int(total) > (1 << 20):
-                from tqdm import tqdm
-                bar = tqdm(total=int(total), unit='B', unit_scale=True,
-                           desc=osp.basename(dest))
-            for block in iter(lambda: response.read(1 << 20), b''):
-                out.write(block)
-                if bar is not None:
-                    bar.update(len(block))
-            if bar is not None:
-                bar.close()
-        os.replace(tmp, dest)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def source_path(name: str, download: Optional[bool] = None, allow_unverified: bool = False) -> str:
     """Local path of the entry's published (unconverted) file, verified.
 
@@ -166,12 +140,19 @@ def source_path(name: str, download: Optional[bool] = None, allow_unverified: bo
                                'allow_unverified=True to download it anyway (the hash prefix '
                                'in its name is still checked).')
         print(f'densebox.zoo: downloading {url} -> {path}')
-        _download(url, path)
-    try:
-        digest = _verify(path, entry, name, allow_unverified)
-    except ChecksumError:
-        os.remove(path)  # a corrupt download must not stay in the cache
-        raise
+        os.makedirs(osp.dirname(path), exist_ok=True)
+        # torch's downloader streams into a temporary file beside path, checks the SHA-256
+        # (prefix) and only then renames it: a corrupt download never reaches the cache
+        expected = (entry.get('sha256') or entry.get('sha256_prefix') or '').lower() or None
+        try:
+            torch.hub.download_url_to_file(url, path, hash_prefix=expected, progress=True)
+        except RuntimeError as err:
+            if 'invalid hash value' not in str(err):
+                raise
+            raise ChecksumError(f'{url}: the downloaded file does not match the zoo entry '
+                                f'{name!r} ({err}); it was not kept. Try again, or put the '
+                                f'published file at {path} yourself.') from None
+    digest = _verify(path, entry, name, allow_unverified)  # a file put there by hand is kept
     if not entry.get('sha256'):
         print(f'densebox.zoo: {name!r} used unverified; its SHA-256 is {digest}')
     return path

@@ -10,7 +10,9 @@ from typing import Sequence, Tuple, Union
 import cv2
 import numpy as np
 from mmcv.transforms import BaseTransform
+from mmcv.transforms import RandomFlip as MMCVRandomFlip
 
+from ...ops import box_iou_np
 from ...registry import TRANSFORMS
 
 INSTANCE_KEYS = ('gt_bboxes', 'gt_bboxes_labels', 'gt_ignore_flags')
@@ -41,16 +43,6 @@ def resize_nearest(seg: np.ndarray, height: int, width: int) -> np.ndarray:
     rows = np.minimum(((np.arange(height) + 0.5) * (h / height)).astype(np.int64), h - 1)
     cols = np.minimum(((np.arange(width) + 0.5) * (w / width)).astype(np.int64), w - 1)
     return seg[rows[:, None], cols[None, :]]
-
-
-def box_iou_one_to_many(boxes: np.ndarray, patches: np.ndarray) -> np.ndarray:
-    """IoU between (T, 4) patches and (N, 4) boxes -> (T, N)."""
-    lt = np.maximum(patches[:, None, :2], boxes[None, :, :2])
-    rb = np.minimum(patches[:, None, 2:], boxes[None, :, 2:])
-    inter = (rb - lt).clip(min=0).prod(-1)
-    area_p = (patches[:, 2:] - patches[:, :2]).prod(-1)
-    area_b = (boxes[:, 2:] - boxes[:, :2]).clip(min=0).prod(-1)
-    return inter / np.maximum(area_p[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 @TRANSFORMS.register_module()
@@ -162,7 +154,7 @@ class MinIoURandomCrop(BaseTransform):
         centres = (boxes[:, :2] + boxes[:, 2:]) * 0.5
         inside = ((centres[None] > patches[:, None, :2])
                   & (centres[None] < patches[:, None, 2:])).all(-1)  # (M * T, N)
-        iou_ok = box_iou_one_to_many(boxes, patches) >= np.repeat(self.thresholds, t)[:, None]
+        iou_ok = box_iou_np(patches, boxes) >= np.repeat(self.thresholds, t)[:, None]
         if self.require_all:
             ok &= iou_ok.all(1) & inside.any(1)
         else:
@@ -212,7 +204,8 @@ class Resize(BaseTransform):
     image (boxes left with no area are dropped); seg maps use nearest interpolation
     (sampled at pixel centres, any dtype).
     ``scale_factor`` (w_scale, h_scale) multiplies into any earlier one, so it always maps
-    the loaded image to the current one.
+    the loaded image to the current one. (Why not mmcv's Resize: it overwrites an earlier
+    ``scale_factor`` and keeps boxes a resize left without area.)
 
     Args:
         scale: (w, h) or int.
@@ -266,44 +259,36 @@ class Resize(BaseTransform):
 
 
 @TRANSFORMS.register_module()
-class RandomFlip(BaseTransform):
-    """Flip ``img``, ``gt_bboxes`` and ``gt_seg_map`` with probability ``prob``.
+class RandomFlip(MMCVRandomFlip):
+    """mmcv's RandomFlip (``img``, ``gt_bboxes``, ``gt_seg_map``, keypoints; sets ``flip`` and
+    ``flip_direction``) with contiguous output arrays.
 
-    Sets ``flip`` (bool) and ``flip_direction`` ('horizontal' / 'vertical' or None).
+    mmcv flips with ``np.flip`` views (negative strides), which every later transform and
+    ``torch.from_numpy`` in the packers would have to copy or reject; here the copy is made
+    once, where the flip happens. Arguments are checked with errors that name them (mmcv
+    asserts).
 
     Args:
-        prob: flip probability.
-        direction: 'horizontal' or 'vertical'.
+        prob: flip probability (or one per direction).
+        direction: 'horizontal', 'vertical' or 'diagonal' (or a list, with one prob each).
     """
 
-    def __init__(self, prob: float = 0.5, direction: str = 'horizontal'):
-        if direction not in ('horizontal', 'vertical'):
-            raise ValueError(
-                f"RandomFlip: direction must be 'horizontal' or 'vertical', got {direction!r}")
-        self.prob = prob
-        self.direction = direction
+    def __init__(self, prob: Union[float, Sequence[float]] = 0.5,
+                 direction: Union[str, Sequence[str]] = 'horizontal', **kwargs):
+        directions = [direction] if isinstance(direction, str) else list(direction)
+        bad = [d for d in directions if d not in ('horizontal', 'vertical', 'diagonal')]
+        if bad:
+            raise ValueError("RandomFlip: direction must be 'horizontal', 'vertical' or "
+                             f"'diagonal', got {bad[0]!r}")
+        probs = [prob] if isinstance(prob, (int, float)) else list(prob)
+        if any(not 0 <= p <= 1 for p in probs) or sum(probs) > 1:
+            raise ValueError(f'RandomFlip: prob must be in [0, 1] (summing to at most 1), '
+                             f'got {prob!r}')
+        prob = float(prob) if isinstance(prob, (int, float)) else [float(p) for p in prob]
+        super().__init__(prob=prob, direction=direction, **kwargs)
 
-    def transform(self, results: dict) -> dict:
-        flip = bool(np.random.rand() < self.prob)
-        results['flip'] = flip
-        results['flip_direction'] = self.direction if flip else None
-        if not flip:
-            return results
-        axis = 1 if self.direction == 'horizontal' else 0
-        img = results['img']
-        h, w = img.shape[:2]
-        results['img'] = np.ascontiguousarray(np.flip(img, axis))
-        if 'gt_bboxes' in results:
-            boxes = results['gt_bboxes'].copy()
-            if axis == 1:
-                boxes[:, [0, 2]] = w - results['gt_bboxes'][:, [2, 0]]
-            else:
-                boxes[:, [1, 3]] = h - results['gt_bboxes'][:, [3, 1]]
-            results['gt_bboxes'] = boxes
-        seg = results.get('gt_seg_map')
-        if seg is not None:
-            results['gt_seg_map'] = np.ascontiguousarray(np.flip(seg, axis))
-        return results
-
-    def __repr__(self) -> str:
-        return f'{type(self).__name__}(prob={self.prob}, direction={self.direction!r})'
+    def _flip(self, results: dict) -> None:
+        super()._flip(results)
+        for key in ('img', 'gt_seg_map'):
+            if results.get(key) is not None:
+                results[key] = np.ascontiguousarray(results[key])

@@ -5,7 +5,7 @@ import torch
 from torch import Tensor
 
 from densebox.registry import TASK_UTILS
-from densebox.structures import bbox_iou
+from densebox.ops import box_iou
 
 from .bipartite import greedy_bipartite_match
 
@@ -50,7 +50,7 @@ class SSDMatcher:
         if num_gt == 0:
             neg = torch.full((batch, num_anchors), -1, dtype=torch.long, device=anchors.device)
             return neg, anchors.new_zeros(batch, num_anchors)
-        iou = bbox_iou(gt_boxes, anchors[None].expand(batch, -1, -1))            # (B, G, A)
+        iou = box_iou(gt_boxes, anchors[None].expand(batch, -1, -1), eps=1e-9)  # (B, G, A)
         iou = iou.masked_fill(~gt_valid[..., None], -1.0)
         max_iou, matched = iou.max(dim=1)                                        # (B, A)
 
