@@ -354,7 +354,10 @@ def test_box_iou_leading_dims_offset_and_eps():
     assert ops.box_iou(a[None], b).shape == (1, 12, 9)                          # broadcast
     # offset=1 (inclusive pixels) is continuous IoU of boxes one pixel larger
     grow = torch.tensor([0., 0., 1., 1.])
-    assert torch.allclose(ops.box_iou(a, b, offset=1), torchvision.ops.box_iou(a + grow, b + grow))
+    near = a[3:] + 1.5                                              # overlaps a's boxes
+    assert (torchvision.ops.box_iou(a, near) > 0.1).sum() > 20
+    assert torch.allclose(ops.box_iou(a, near, offset=1),
+                          torchvision.ops.box_iou(a + grow, near + grow))
     zero = torch.zeros(1, 4)
     assert ops.box_iou(zero, zero).isnan().all()                    # torchvision's 0 / 0
     assert ops.box_iou(zero, zero, eps=1e-9).eq(0).all()

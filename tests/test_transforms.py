@@ -213,6 +213,18 @@ def test_random_flip_against_numpy():
     assert out['flip'] is False and out['flip_direction'] is None
     out = RandomFlip(prob=1.0, direction='vertical')(make_scene(np.random.default_rng(5)))
     check_scene(out)
+    assert out['gt_seg_map'].flags['C_CONTIGUOUS']
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(direction='diag'), r"direction must be .*got 'diag'"),
+    (dict(prob=2), r'prob=2 for'),
+    (dict(prob=None), r'prob=None for'),
+    (dict(prob=[0.3, 0.3], direction='horizontal'), r'one per direction'),
+])
+def test_random_flip_names_a_bad_argument(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RandomFlip(**kwargs)
 
 
 # ----------------------------------------------------------------------------- photometric

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from densebox.structures.bbox import bbox_area
+
 
 def box_iou(boxes1: Tensor, boxes2: Tensor, offset: float = 0.0, eps: float = 0.0) -> Tensor:
     """IoU of every box of ``boxes1`` with every box of ``boxes2``, over leading dimensions.
@@ -33,20 +35,14 @@ def box_iou(boxes1: Tensor, boxes2: Tensor, offset: float = 0.0, eps: float = 0.
         boxes1 = boxes1.float()
     if not boxes2.is_floating_point():
         boxes2 = boxes2.float()
-    area1 = _area(boxes1, offset)
-    area2 = _area(boxes2, offset)
+    area1 = bbox_area(boxes1, offset)
+    area2 = bbox_area(boxes2, offset)
     top_left = torch.maximum(boxes1[..., :, None, :2], boxes2[..., None, :, :2])
     bottom_right = torch.minimum(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])
     wh = (bottom_right - top_left + offset).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
     union = area1[..., :, None] + area2[..., None, :] - inter
     return inter / (union.clamp(min=eps) if eps > 0 else union)
-
-
-def _area(boxes: Tensor, offset: float) -> Tensor:
-    """(..., 4) xyxy -> (...) area, sides below 0 counted as 0."""
-    return ((boxes[..., 2] - boxes[..., 0] + offset).clamp(min=0)
-            * (boxes[..., 3] - boxes[..., 1] + offset).clamp(min=0))
 
 
 def box_iou_np(boxes1, boxes2, offset: float = 0.0) -> np.ndarray:

@@ -3,9 +3,11 @@ import torch
 from torch import Tensor
 
 
-def bbox_area(boxes: Tensor) -> Tensor:
-    """Area of (..., 4) xyxy boxes -> (...). Degenerate boxes have area 0."""
-    return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
+def bbox_area(boxes: Tensor, offset: float = 0.0) -> Tensor:
+    """Area of (..., 4) xyxy boxes -> (...). Degenerate boxes have area 0. ``offset`` is added
+    to the width and height (1 for inclusive pixel boxes, as :func:`densebox.ops.box_iou`)."""
+    return ((boxes[..., 2] - boxes[..., 0] + offset).clamp(min=0)
+            * (boxes[..., 3] - boxes[..., 1] + offset).clamp(min=0))
 
 
 def bbox_clip(boxes: Tensor, height: float, width: float) -> Tensor:

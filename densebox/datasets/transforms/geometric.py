@@ -280,10 +280,13 @@ class RandomFlip(MMCVRandomFlip):
         if bad:
             raise ValueError("RandomFlip: direction must be 'horizontal', 'vertical' or "
                              f"'diagonal', got {bad[0]!r}")
-        probs = [prob] if isinstance(prob, (int, float)) else list(prob)
-        if any(not 0 <= p <= 1 for p in probs) or sum(probs) > 1:
-            raise ValueError(f'RandomFlip: prob must be in [0, 1] (summing to at most 1), '
-                             f'got {prob!r}')
+        probs = [prob] if isinstance(prob, (int, float)) else (
+            list(prob) if isinstance(prob, (list, tuple)) else [None])
+        if (any(not isinstance(p, (int, float)) or not 0 <= p <= 1 for p in probs)
+                or sum(probs) > 1 or (len(probs) > 1 and len(probs) != len(directions))):
+            raise ValueError(f'RandomFlip: prob must be a number in [0, 1], or one per '
+                             f'direction summing to at most 1; got prob={prob!r} for '
+                             f'direction={direction!r}')
         prob = float(prob) if isinstance(prob, (int, float)) else [float(p) for p in prob]
         super().__init__(prob=prob, direction=direction, **kwargs)
 
